@@ -1,0 +1,95 @@
+/*
+ * labeler: bit-exact Filecoin SDR labeling (PreCommit phase 1), see SPEC.md.
+ *
+ * The whole C API. Its cffi twin is ../_labeler.cdef; the API-mode build compiles the
+ * declarations there against this header, so drift between the two fails the build.
+ * Every function that can fail returns LABELER_OK or a negative LABELER_E_* code.
+ */
+#ifndef LABELER_H
+#define LABELER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LABELER_NODE_BYTES 32
+#define LABELER_BASE_DEGREE 6
+#define LABELER_EXP_DEGREE 8
+#define LABELER_DEGREE 14
+#define LABELER_MIN_NODES 64
+#define LABELER_MAX_NODES 2147483648ULL /* node indices are u32; a power of two */
+
+/* Implementation bits for labeler_init() and labeler_available(). */
+#define LABELER_IMPL_PORTABLE 1u
+#define LABELER_IMPL_SHANI 2u
+
+/* Graph versions (rust-fil-proofs ApiVersion). 1.2.0 builds the same graph as 1.1.0. */
+#define LABELER_API_1_0_0 0
+#define LABELER_API_1_1_0 1
+#define LABELER_API_1_2_0 2
+
+#define LABELER_OK 0
+#define LABELER_E_ARG (-1)         /* an argument is out of range or NULL */
+#define LABELER_E_UNAVAILABLE (-2) /* no allowed implementation runs on this CPU */
+#define LABELER_E_SELFTEST (-3)    /* the chosen implementation gave a wrong digest */
+#define LABELER_E_CORRUPT (-4)     /* a parent index is out of range: corrupt parent cache */
+#define LABELER_E_NOMEM (-5)
+
+/* Everything a graph needs, derived once from the porep_id (SPEC §3, §6). */
+typedef struct {
+    uint64_t nodes;
+    uint32_t api_version;
+    uint32_t feistel_half_bits;
+    uint64_t feistel_keys[4];
+    uint8_t drg_seed[28];
+} labeler_graph;
+
+/*
+ * A layer is a table of blocks of 2^block_shift nodes each: node v of a layer lives at
+ * blocks[v >> block_shift] + 32 * (v mod 2^block_shift). A contiguous layer is one block;
+ * the pooled allocator hands out many.
+ */
+typedef struct {
+    const uint8_t *replica_id;  /* 32 bytes */
+    uint8_t *const *cur;        /* this layer's block table */
+    const uint8_t *const *prev; /* layer - 1's block table; NULL for layer 1 */
+} labeler_sector;
+
+/*
+ * One call labels nodes [start, end) of one layer of every sector of a batch: the sectors
+ * share the graph and the layer, and go through the hash two at a time (2-stream SHA-NI).
+ * Nodes below start must be final in every sector.
+ */
+typedef struct {
+    const uint32_t *parents; /* parent cache: nodes x 14 u32, base then expander */
+    const labeler_sector *sectors;
+    uint32_t nsectors;
+    uint32_t block_shift;
+    uint64_t nodes;
+    uint64_t start;
+    uint64_t end;
+    uint32_t layer; /* 1-based */
+} labeler_layer_args;
+
+/* Bitmask of the implementations this CPU can run. */
+uint32_t labeler_available(void);
+/* Pick the best allowed implementation and self-test it. Returns its bit or LABELER_E_*. */
+int labeler_init(uint32_t allow_mask);
+/* "shani" or "portable": the implementation every hash now goes through. */
+const char *labeler_implementation(void);
+
+void labeler_sha256(const uint8_t *msg, size_t len, uint8_t out[32]);
+
+int labeler_graph_init(labeler_graph *g, uint64_t nodes, const uint8_t porep_id[32],
+                       uint32_t api_version);
+/* Parent cache rows for nodes [start, start + count): count x 14 u32 into out. */
+int labeler_parents(const labeler_graph *g, uint64_t start, uint64_t count, uint32_t *out);
+int labeler_label_layer(const labeler_layer_args *args);
+
+void labeler_replica_id(const uint8_t prover_id[32], uint64_t sector_id, const uint8_t ticket[32],
+                        const uint8_t comm_d[32], const uint8_t porep_id[32], uint8_t out[32]);
+/* Root of the Fr-safe SHA-256 binary tree over 32-byte leaves; len a power of two >= 64. */
+int labeler_commd(const uint8_t *data, uint64_t len, uint8_t out[32]);
+/* The same root for len zero bytes, by the zero-subtree shortcut. */
+int labeler_zero_commd(uint64_t len, uint8_t out[32]);
+
+#endif

@@ -1,0 +1,70 @@
+/* Shared between the C sources only; not part of the API. */
+#ifndef LABELER_INTERNAL_H
+#define LABELER_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "labeler.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the parent cache is little-endian u32 and is memory-mapped as is"
+#endif
+
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(LABELER_NO_SHANI)
+#define LABELER_HAVE_SHANI 1
+#endif
+
+/*
+ * SHA-256 compression over nblocks blocks, each given as two 32-byte pieces
+ * (pieces[2i], pieces[2i+1]), the way rust-fil-proofs' sha2raw takes them: labels are
+ * hashed where they lie, with no copy into a message buffer.
+ */
+typedef void (*labeler_compress_fn)(uint32_t state[8], const uint8_t *const *pieces,
+                                    size_t nblocks);
+
+/* Two independent compressions at once, each over its own pieces (same block count). */
+typedef void (*labeler_compress2_fn)(uint32_t state_a[8], uint32_t state_b[8],
+                                     const uint8_t *const *pieces_a,
+                                     const uint8_t *const *pieces_b, size_t nblocks);
+
+extern const uint32_t labeler_sha256_iv[8];
+extern const uint32_t labeler_sha256_k[64];
+/* The padding block of any 64-byte message: 0x80, zeros, bit length 512. */
+extern const uint8_t labeler_pad_64[64];
+
+void labeler_compress_portable(uint32_t state[8], const uint8_t *const *pieces, size_t nblocks);
+void labeler_compress2_portable(uint32_t state_a[8], uint32_t state_b[8],
+                                const uint8_t *const *pieces_a, const uint8_t *const *pieces_b,
+                                size_t nblocks);
+#ifdef LABELER_HAVE_SHANI
+void labeler_compress_shani(uint32_t state[8], const uint8_t *const *pieces, size_t nblocks);
+void labeler_compress2_shani(uint32_t state_a[8], uint32_t state_b[8],
+                             const uint8_t *const *pieces_a, const uint8_t *const *pieces_b,
+                             size_t nblocks);
+#endif
+
+/* The implementation chosen by labeler_init (portable until then). */
+labeler_compress_fn labeler_compress_current(void);
+labeler_compress2_fn labeler_compress2_current(void);
+
+/* Final state to digest bytes; fr_safe clears the top two bits of byte 31 (SPEC §1). */
+void labeler_state_bytes(const uint32_t state[8], uint8_t out[32], int fr_safe);
+
+static inline uint32_t labeler_load_be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void labeler_store_be32(uint8_t *p, uint32_t x) {
+    p[0] = (uint8_t)(x >> 24);
+    p[1] = (uint8_t)(x >> 16);
+    p[2] = (uint8_t)(x >> 8);
+    p[3] = (uint8_t)x;
+}
+
+static inline void labeler_store_be64(uint8_t *p, uint64_t x) {
+    labeler_store_be32(p, (uint32_t)(x >> 32));
+    labeler_store_be32(p + 4, (uint32_t)x);
+}
+
+#endif

@@ -1,0 +1,93 @@
+"""Admission: pending sectors enter the pool (their ap job is published) while the miner is
+under its fair share of in-flight sectors.
+
+Deal sectors are counted against the share on their own: a deal enqueued behind a batch
+of CC sectors is admitted at once and its jobs overtake the CC ones in every queue, so the
+share limits how much a miner puts into the pool without undoing "deals first". Sectors
+whose deadline is at risk are admitted regardless, on the urgent lane."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from broker_topology.messages import Job, Phase, SectorClass
+
+from .pipeline import State, enter
+from .publisher import Publisher, build_job
+from .store import Envelope, Record, SectorStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from broker_topology.link import Link
+
+    from .fairness import Fairness
+
+log = logging.getLogger(__name__)
+#: Pending sectors looked at per round when searching for deadline-urgent ones.
+SCAN_LIMIT = 256
+
+
+def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Link,
+          is_urgent: Callable[[Record], bool] | None = None) -> int:
+    """Admit as many pending sectors as the share allows; returns how many."""
+    pending, inflight, deal_inflight = store.counts()
+    target = fairness.target(pending + inflight)
+    release_held(store, fairness, publisher, link)
+    if pending == 0:
+        return 0
+    admitted = 0
+    quota_full = {SectorClass.DEAL: deal_inflight >= target, SectorClass.CC: inflight >= target}
+    # Pending sectors come best first (deal, then earliest deadline); scan a bounded window.
+    for number in store.pending(min(pending, SCAN_LIMIT) if is_urgent else target):
+        rec = store.get(number)
+        if rec is None or rec.sector.state is not State.PENDING:
+            continue
+        urgent = is_urgent is not None and is_urgent(rec)
+        if quota_full[rec.sector_class] and not urgent:
+            if all(quota_full.values()) and is_urgent is None:
+                break
+            continue
+        now = time.time()
+        after = enter(rec.sector, Phase.AP, state=State.QUEUED)
+        env = envelope(store, fairness, build_job(rec, after, now), 0.0, urgent, now)
+        quota = None if urgent else target
+        if store.transition(rec, after, now, envelope=env, max_inflight=quota,
+                            quota_of=rec.sector_class if rec.sector_class is SectorClass.DEAL
+                            else None):
+            if not env.held:
+                publisher.publish(link, env)
+            admitted += 1
+        else:
+            quota_full[rec.sector_class] = True
+    if admitted:
+        log.info("admitted %d sector(s) (share: %d in flight)", admitted, target)
+    return admitted
+
+
+def envelope(store: SectorStore, fairness: Fairness, job: Job, delay_s: float, urgent: bool,
+             now: float) -> Envelope:
+    """The job, held back if the miner already has its share of jobs out in the pool.
+    Holding jobs, not only sectors, keeps the share right when a miner that came first
+    has many sectors under way: they advance one share's worth of jobs at a time."""
+    # The sector's own previous job settles in the same transition: it does not count.
+    out = store.published_count() - store.is_published(job.sector)
+    held = not urgent and out >= fairness.current
+    return Envelope(job, delay_s, urgent, now, held)
+
+
+def release_held(store: SectorStore, fairness: Fairness, publisher: Publisher,
+                 link: Link) -> int:
+    """Publish held jobs, best first, while the miner is under its share."""
+    room = fairness.current - store.published_count()
+    released = 0
+    if room <= 0:
+        return 0
+    for key, env in store.held()[:room]:
+        fresh = store.release(key, env, time.time())
+        if fresh is not None:
+            publisher.publish(link, fresh)
+            released += 1
+    return released

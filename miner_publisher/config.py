@@ -1,0 +1,57 @@
+"""Miner-side settings: retry limits, default deadlines, chain step delays, escalation."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker_topology.messages import Phase, SectorClass
+from broker_topology.settings import Seconds
+from broker_topology.units import parse_sector_size
+
+
+class MinerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEALPOOL_MINER_", extra="ignore", frozen=True)
+
+    #: Attempts per phase before a temporary error becomes permanent.
+    max_attempts: dict[Phase, int] = Field(default_factory=lambda: {p: 3 for p in Phase})
+    #: Backoff before retry n is base × 2^(n-1), with jitter, capped.
+    retry_base: Seconds = 5.0
+    retry_cap: Seconds = 1800.0
+    #: Deadline of a sector enqueued without --deadline.
+    default_deadline: dict[SectorClass, float] = Field(
+        default_factory=lambda: {SectorClass.DEAL: 24 * 3600.0, SectorClass.CC: 7 * 86400.0})
+    #: Simulated chain: precommit message landing + waiting for the seed; commit message.
+    chain_precommit: float = Field(default=0.0, ge=0)
+    chain_seed: float = Field(default=0.0, ge=0)
+    chain_commit: float = Field(default=0.0, ge=0)
+    #: A sector whose slack (deadline - now - expected remaining time) falls under this is
+    #: escalated to the urgent lane.
+    escalate_slack: Seconds = 3600.0
+    #: A follow-up reached a worker without the sector's files (its home did not take it
+    #: within SEALPOOL_LOCALITY_WAIT): "wait" sends it home again after `home_wait`;
+    #: "restart" starts the sector over at ap on whichever worker is free.
+    locality_recovery: Literal["wait", "restart"] = "wait"
+    home_wait: Seconds = 120.0
+    #: Pool level: keep this many sectors waiting for or in pc1 by pledging CC sectors of
+    #: `pledge_size` when no deals wait (0: off) ...
+    pledge_target: int = Field(default=0, ge=0)
+    pledge_size: str = "32GiB"
+
+    @field_validator("pledge_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_sector_size(value)
+        return value
+
+    #: ... unless this many of the miner's sectors already wait at pc2/c1/c2.
+    pledge_max_downstream: int = Field(default=4, ge=1)
+    #: This miner's weight when several miners share the pool (shares of worker time).
+    weight: float = Field(default=1.0, gt=0)
+    #: Sectors in the pool per worker slot, over all miners: one running, the rest ready so
+    #: a slot never waits for the miner.
+    pool_depth: int = Field(default=2, ge=1)
+    #: Unpublished jobs older than this are (re)published by any running instance.
+    outbox_grace: Seconds = 10.0
