@@ -8,14 +8,20 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .units import parse_duration
+from .units import parse_bytes, parse_duration
 
 
 def _seconds(value: Any) -> Any:
     return parse_duration(value) if isinstance(value, str) else value
 
 
+def _bytes(value: Any) -> Any:
+    return parse_bytes(value) if isinstance(value, str) else value
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds), Field(gt=0)]
+#: A size as operators write it ("96GiB", "1500MiB") or a byte count.
+Bytes = Annotated[int, BeforeValidator(_bytes), Field(gt=0)]
 
 
 class PoolSettings(BaseSettings):

@@ -34,7 +34,7 @@ from labeler_c._label import (
     layer_file_name,
     replica_id,
 )
-from labeler_c._pool import LayerPool, pool_size_from_env
+from labeler_c._pool import LayerPool, PoolWaitCancelled, pool_capacity, pool_size_from_env
 
 __all__ = [
     "API_VERSIONS",
@@ -43,6 +43,7 @@ __all__ = [
     "LabelerUnavailable",
     "LayerPool",
     "ParentCache",
+    "PoolWaitCancelled",
     "SelfTestFailed",
     "available_implementations",
     "cache_dir",
@@ -55,6 +56,7 @@ __all__ = [
     "layer_file_name",
     "parent_cache_path",
     "parents",
+    "pool_capacity",
     "pool_size_from_env",
     "porep_id",
     "registered_seal_proof",

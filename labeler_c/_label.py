@@ -116,14 +116,16 @@ class _Batch:
     the pool granted them.
     """
 
-    def __init__(self, pool: LayerPool, rids: list[bytes], nodes: int) -> None:
+    def __init__(self, pool: LayerPool, rids: list[bytes], nodes: int,
+                 cancelled: Callable[[], bool] | None) -> None:
         self.pool = pool
+        self.cancelled = cancelled
         self.k = len(rids)
         self.layer_bytes = nodes * NODE_BYTES
         self.per_sector = pool.blocks_for(self.layer_bytes)
         self.block_nodes = min(nodes, pool.block_bytes // NODE_BYTES)
         self.block_shift = self.block_nodes.bit_length() - 1
-        self.job = pool.join(self.k, self.layer_bytes)
+        self.job = pool.join(self.k, self.layer_bytes, cancelled)
         self._rids = [ffi.new("uint8_t[32]", rid) for rid in rids]
         self.sectors = ffi.new("labeler_sector[]", self.k)
         for s in range(self.k):
@@ -150,7 +152,7 @@ class _Batch:
         want = -(-end // self.block_nodes)
         have = len(self.job.cur) // self.k
         if want > have:
-            self.pool.grow(self.job, self.k * (want - have))
+            self.pool.grow(self.job, self.k * (want - have), self.cancelled)
             self._set_tables(self.job.cur, self.job.prev)
 
     def finish_layer(self) -> None:
@@ -209,6 +211,7 @@ def _label(
     parent_cache: PathArg | None,
     progress: Callable[[int, int], None] | None,
     keep_last: bool,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[bytes] | None:
     """Label layers 1..layers of every sector, resuming from out_dirs; the last layers."""
     nodes = graph.nodes
@@ -235,7 +238,7 @@ def _label(
     if pool is None:  # a private arena: two whole layers per sector, each one block
         pool = LayerPool(2 * len(rids) * layer_bytes, layer_bytes)
     try:
-        batch = _Batch(pool, rids, nodes)
+        batch = _Batch(pool, rids, nodes, cancelled)
         try:
             if first > 1:
                 batch.ensure(nodes)
@@ -306,13 +309,15 @@ def label_sector(
     pool: LayerPool | None = None,
     parent_cache: PathArg | None = None,
     progress: Callable[[int, int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Path]:
     """``label_layers`` into ``out_dir`` for production sizes: returns the layer files
-    instead of a copy of the last layer (32 GiB for a 32 GiB sector)."""
+    instead of a copy of the last layer (32 GiB for a 32 GiB sector). ``cancelled`` is
+    polled while the sector waits for pool memory (raises ``PoolWaitCancelled``)."""
     rid = check_bytes32(replica_id, "replica_id")
     graph = Graph(nodes, porep_id, api_version)
     count = _check_layers(layers)
-    _label([rid], graph, count, [out_dir], pool, parent_cache, progress, False)
+    _label([rid], graph, count, [out_dir], pool, parent_cache, progress, False, cancelled)
     return [Path(out_dir) / layer_file_name(layer) for layer in range(1, count + 1)]
 
 

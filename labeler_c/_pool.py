@@ -4,35 +4,27 @@ A sector needs its previous layer whole (expander parents are random) and its cu
 layer up to the node being labeled. So N sectors need up to 2·N·S bytes at the end of a
 layer, but much less on average when they are at different points. The pool hands out the
 current layer block by block and takes the previous layer back when a layer completes;
-a sector that would exhaust it waits.
-
-Waiting can deadlock if every sector holds half a layer and needs the rest, so blocks are
-granted by the banker's rule: only if afterwards every job can still finish its current
-layer in some order, each releasing its previous layer when it does. A job is admitted only
-while the held layers plus the largest job's layer fit (sum B + max B <= capacity); then,
-once all jobs finish a layer, one can always run its next, so the pool never deadlocks.
+a sector that would exhaust it waits. The pool itself is C (src/pool.c: mutex, condition
+variable, banker's rule against deadlock); this is its Python face.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
-import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from labeler_c._ffi import ffi
+from broker_topology.units import parse_bytes
+from labeler_c._errors import check
+from labeler_c._ffi import ffi, lib
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 #: The pool size, in bytes or with a unit (64GiB, 48G, 1500MiB); the older name is read too.
 ENV_POOL_SIZE = "MEM_POOL_SIZE"
 ENV_POOL_BYTES = "SEALPOOL_PC1_POOL_BYTES"
 DEFAULT_BLOCK_BYTES = 64 << 20
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
-          "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
-          "tib": 2**40}
 
 
 def pool_size_from_env() -> int | None:
@@ -42,30 +34,62 @@ def pool_size_from_env() -> int | None:
         raw = os.environ.get(name, "").strip()
         if not raw:
             continue
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", raw)
-        if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(f"{name}={raw!r} is not a size; use bytes or e.g. 96GiB, 1500MiB")
-        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        try:
+            return parse_bytes(raw)
+        except ValueError:
+            raise ValueError(
+                f"{name}={raw!r} is not a size; use bytes or e.g. 96GiB, 1500MiB") from None
     return None
 
 
-class PoolJob:
-    """One job's standing in the pool: blocks per layer and what it holds now."""
+def pool_capacity(sectors: int, sector_bytes: int, configured: int | None = None) -> int:
+    """The pool size for ``sectors`` slots: ``configured``, else $MEM_POOL_SIZE, else the
+    default (3N+1)/2 · S. Below the minimum (N+1) · S it raises, naming the minimum."""
+    floor = (sectors + 1) * sector_bytes
+    capacity = configured or pool_size_from_env() or (3 * sectors + 1) * sector_bytes // 2
+    if capacity < floor:
+        raise ValueError(
+            f"a pool for {sectors} sectors of {sector_bytes} bytes needs at least "
+            f"(N+1)·S = {floor} bytes, got {capacity}")
+    return capacity
 
-    def __init__(self, blocks_per_layer: int) -> None:
-        self.blocks_per_layer = blocks_per_layer
-        self.prev: list[int] = []  # block indices of the previous layer
-        self.cur: list[int] = []  # block indices of the current layer so far
+
+#: Longest single wait inside C: the thread comes back to Python this often while waiting,
+#: so a cancelled job notices (``cancelled`` below) and signals are handled.
+_WAIT_MS = 200
+
+
+class PoolJob:
+    """One job's standing in the pool: what it holds of its current and previous layer."""
+
+    def __init__(self, handle: object) -> None:
+        self._c: Any = handle
+
+    @property
+    def blocks_per_layer(self) -> int:
+        return int(self._c.per_layer)
+
+    @property
+    def cur(self) -> list[int]:
+        """Block indices of the current layer so far, in the order granted."""
+        return list(ffi.unpack(self._c.cur, self._c.ncur)) if self._c.ncur else []
+
+    @property
+    def prev(self) -> list[int]:
+        """Block indices of the previous layer."""
+        return list(ffi.unpack(self._c.prev, self._c.nprev)) if self._c.nprev else []
 
     @property
     def remaining(self) -> int:
-        return self.blocks_per_layer - len(self.cur)
+        return int(self._c.per_layer - self._c.ncur)
 
 
 class LayerPool:
     """An arena of equal blocks, lent to labeling jobs without deadlock.
 
     ``block_bytes`` is a power of two; a layer smaller than a block takes one block.
+    ``cancelled``, if given to a waiting call, is polled while it waits; when it returns
+    True the wait ends by raising ``PoolWaitCancelled``.
     """
 
     def __init__(self, capacity: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
@@ -73,48 +97,38 @@ class LayerPool:
             raise ValueError(f"block_bytes must be a power of two >= 32, got {block_bytes}")
         if capacity < 2 * block_bytes:
             raise ValueError(f"pool capacity {capacity} is below two blocks of {block_bytes} bytes")
+        out = ffi.new("labeler_pool **")
+        check(lib.labeler_pool_create(capacity, block_bytes, out), "creating the layer pool")
+        self._c: Any = out[0]
         self.block_bytes = block_bytes
-        self.capacity = capacity // block_bytes * block_bytes
-        self._arena = mmap.mmap(-1, self.capacity, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            # Parent reads are random: 2 MiB pages keep them off the page walker.
-            self._arena.madvise(mmap.MADV_HUGEPAGE)
-        self._base = ffi.from_buffer(self._arena, require_writable=True)
-        self._free = list(range(self.capacity // block_bytes - 1, -1, -1))
-        self._jobs: list[PoolJob] = []
-        self._cond = threading.Condition()
+        self.capacity = int(lib.labeler_pool_blocks(self._c)) * block_bytes
+        self._base = lib.labeler_pool_base(self._c)
 
     @classmethod
-    def for_sectors(cls, sectors: int, sector_bytes: int) -> LayerPool:
+    def for_sectors(cls, sectors: int, sector_bytes: int, capacity: int | None = None
+                    ) -> LayerPool:
         """A pool for ``sectors`` concurrent sectors of ``sector_bytes`` each.
 
-        Capacity: ``$MEM_POOL_SIZE`` or (3N+1)/2 · S, at least (N+1) · S so all
-        N can be admitted (2 · S for one sector).
+        Capacity: ``capacity`` (the worker config), else ``$MEM_POOL_SIZE``, else
+        (3N+1)/2 · S; at least (N+1) · S so all N can be admitted (2 · S for one sector).
         """
-        floor = (sectors + 1) * sector_bytes
-        default = (3 * sectors + 1) * sector_bytes // 2
-        capacity = pool_size_from_env() or default
-        if capacity < floor:
-            raise ValueError(
-                f"a pool for {sectors} sectors of {sector_bytes} bytes needs at least "
-                f"{floor} bytes, got {capacity}"
-            )
-        return cls(capacity, min(DEFAULT_BLOCK_BYTES, sector_bytes))
+        size = pool_capacity(sectors, sector_bytes, capacity)
+        return cls(size, min(DEFAULT_BLOCK_BYTES, sector_bytes))
 
     @property
     def blocks(self) -> int:
         return self.capacity // self.block_bytes
 
     def free_blocks(self) -> int:
-        with self._cond:
-            return len(self._free)
+        return int(lib.labeler_pool_free(self._c))
 
     def blocks_for(self, layer_bytes: int) -> int:
         return -(-layer_bytes // self.block_bytes)
 
     # ---- jobs ----
 
-    def join(self, sectors: int, layer_bytes: int) -> PoolJob:
+    def join(self, sectors: int, layer_bytes: int,
+             cancelled: Callable[[], bool] | None = None) -> PoolJob:
         """Admit a job of ``sectors`` sectors with ``layer_bytes`` layers; may wait."""
         need = sectors * self.blocks_for(layer_bytes)
         if 2 * need > self.blocks:
@@ -122,75 +136,53 @@ class LayerPool:
                 f"{sectors} sector(s) with {layer_bytes}-byte layers need "
                 f"{2 * need * self.block_bytes} bytes; the pool has {self.capacity}"
             )
-        job = PoolJob(need)
-        with self._cond:
-            self._cond.wait_for(lambda: self._admissible(need))
-            self._jobs.append(job)
-        return job
+        out = ffi.new("labeler_pool_job **")
+        while (rc := lib.labeler_pool_join(self._c, need, _WAIT_MS, out)) == lib.LABELER_E_TIMEOUT:
+            _poll(cancelled)
+        check(rc, "joining the layer pool")
+        return PoolJob(out[0])
 
     def leave(self, job: PoolJob) -> None:
-        with self._cond:
-            self._free += job.prev + job.cur
-            job.prev, job.cur = [], []
-            self._jobs.remove(job)
-            self._cond.notify_all()
+        if job._c is not None:
+            lib.labeler_pool_leave(self._c, job._c)
+            job._c = None
 
-    def grow(self, job: PoolJob, blocks: int) -> None:
+    def grow(self, job: PoolJob, blocks: int, cancelled: Callable[[], bool] | None = None
+             ) -> None:
         """Give ``job`` ``blocks`` more blocks of its current layer, waiting while unsafe."""
         if blocks > job.remaining:
             raise ValueError(f"job asked for {blocks} blocks, {job.remaining} left in its layer")
-        with self._cond:
-            for _ in range(blocks):
-                self._cond.wait_for(lambda: self._safe_to_grant(job))
-                job.cur.append(self._free.pop())
+        want = job._c.ncur + blocks
+        while (rc := lib.labeler_pool_grow(self._c, job._c, want - job._c.ncur, _WAIT_MS)
+               ) == lib.LABELER_E_TIMEOUT:
+            _poll(cancelled)
+        check(rc, "growing a layer in the pool")
 
     def finish_layer(self, job: PoolJob) -> None:
         """The current layer is complete: it becomes the previous one, which is returned."""
         if job.remaining:
             raise ValueError(f"layer not complete: {job.remaining} blocks missing")
-        with self._cond:
-            self._free += job.prev
-            job.prev, job.cur = job.cur, []
-            self._cond.notify_all()
-
-    def _admissible(self, need: int) -> bool:
-        held = sum(j.blocks_per_layer for j in self._jobs)
-        largest = max([need, *(j.blocks_per_layer for j in self._jobs)])
-        return held + need + largest <= self.blocks
+        check(lib.labeler_pool_finish_layer(self._c, job._c), "finishing a layer")
 
     def _safe_to_grant(self, job: PoolJob) -> bool:
-        """Banker's check: after one more block to ``job``, can every job finish its layer?"""
-        if not self._free:
-            return False
-        free = len(self._free) - 1
-        waiting = {id(j): j.remaining - (j is job) for j in self._jobs}
-        progress = True
-        while waiting and progress:
-            progress = False
-            for j in self._jobs:
-                rest = waiting.get(id(j))
-                if rest is not None and rest <= free:
-                    free += len(j.prev) - rest  # takes the rest, then returns its previous layer
-                    del waiting[id(j)]
-                    progress = True
-        return not waiting
+        """The banker's check for one more block to ``job`` (for tests and diagnostics)."""
+        return bool(lib.labeler_pool_can_grant(self._c, job._c))
 
     # ---- addresses ----
 
     def view(self, block: int) -> memoryview:
-        start = block * self.block_bytes
-        return memoryview(self._arena)[start : start + self.block_bytes]
+        return memoryview(ffi.buffer(self._base + block * self.block_bytes, self.block_bytes))
 
     def pointer(self, block: int) -> object:
         """A C pointer to the start of ``block``."""
         return self._base + block * self.block_bytes
 
     def close(self) -> None:
-        with self._cond:
-            if self._jobs:
-                raise RuntimeError(f"pool still lends memory to {len(self._jobs)} job(s)")
-        ffi.release(self._base)
-        self._arena.close()
+        if self._c is None:
+            return
+        if lib.labeler_pool_destroy(self._c) == lib.LABELER_E_BUSY:
+            raise RuntimeError("pool still lends memory to a job")
+        self._c = None
 
     def __enter__(self) -> LayerPool:
         return self
@@ -202,3 +194,12 @@ class LayerPool:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class PoolWaitCancelled(Exception):
+    """A wait for pool memory ended because the job was cancelled."""
+
+
+def _poll(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise PoolWaitCancelled("cancelled while waiting for pool memory")

@@ -63,7 +63,7 @@ def run(log_level: str, amqp_url: str | None, redis_url: str | None, namespace: 
                     for s in cfg.slots)
     executors = executors_for(cfg.phases, cfg.simulate, cfg.simulate_fail,
                               configured=cfg.executors, simulate_builtin=cfg.simulate_builtin,
-                              pc1_slots=pc1_slots)
+                              pc1_slots=pc1_slots, pc1_pool_bytes=cfg.pc1_pool_size)
     if isinstance(pc1 := executors.get(Phase.PC1), Pc1Executor):
         pc1.check_pool(cfg.sector_sizes)  # MEM_POOL_SIZE below (N+1)·S: refuse now
     storage = Storage.from_config(cfg)

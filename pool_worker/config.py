@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from broker_topology.messages import WORKER_NAME_RE, Phase
-from broker_topology.settings import Seconds
+from broker_topology.settings import Bytes, Seconds
 
 from .config_parts import (
     ALL_SECTOR_SIZES,
@@ -59,6 +59,9 @@ class WorkerSettings(BaseSettings):
     #: kills its worker must not take down every machine in turn.
     max_starts: int = Field(default=3, ge=1)
     gpu: int | None = Field(default=None, ge=0)
+    #: Memory shared by the pc1 slots' layers (e.g. "96GiB"); unset: $MEM_POOL_SIZE, else
+    #: (3N+1)/2 · S for N pc1 slots. Below (N+1) · S the worker refuses to start.
+    pc1_pool_size: Bytes | None = None
     #: SIGTERM: stop claiming, let running jobs finish this long, then hand them back.
     drain_timeout: Seconds = 600.0
     lease_ttl: Seconds = 60.0

@@ -33,6 +33,8 @@
 #define LABELER_E_SELFTEST (-3)    /* the chosen implementation gave a wrong digest */
 #define LABELER_E_CORRUPT (-4)     /* a parent index is out of range: corrupt parent cache */
 #define LABELER_E_NOMEM (-5)
+#define LABELER_E_TIMEOUT (-6) /* a pool wait ran out of time; call again */
+#define LABELER_E_BUSY (-7)    /* the pool still lends memory to a job */
 
 /* Everything a graph needs, derived once from the porep_id (SPEC §3, §6). */
 typedef struct {
@@ -91,5 +93,40 @@ void labeler_replica_id(const uint8_t prover_id[32], uint64_t sector_id, const u
 int labeler_commd(const uint8_t *data, uint64_t len, uint8_t out[32]);
 /* The same root for len zero bytes, by the zero-subtree shortcut. */
 int labeler_zero_commd(uint64_t len, uint8_t out[32]);
+
+/*
+ * The layer memory pool (src/pool.c): an arena of equal blocks lent to labeling jobs a
+ * block at a time, without deadlock. Waits (join, grow) block on a condition variable for
+ * at most timeout_ms and return LABELER_E_TIMEOUT; a grow keeps what it got so far.
+ */
+typedef struct labeler_pool labeler_pool;
+
+typedef struct labeler_pool_job {
+    uint64_t per_layer; /* blocks of one layer, all sectors of the job together */
+    uint64_t ncur;      /* blocks of the current layer lent so far: cur[0..ncur) */
+    uint64_t nprev;     /* blocks of the previous layer: prev[0..nprev) */
+    uint32_t *cur;      /* block indices in the order granted */
+    uint32_t *prev;
+    struct labeler_pool_job *next; /* the pool's list; not for callers */
+} labeler_pool_job;
+
+/* capacity is rounded down to whole blocks; block_bytes a power of two >= 32. */
+int labeler_pool_create(uint64_t capacity, uint64_t block_bytes, labeler_pool **out);
+/* LABELER_E_BUSY while a job is still in the pool. */
+int labeler_pool_destroy(labeler_pool *p);
+uint8_t *labeler_pool_base(const labeler_pool *p);
+uint64_t labeler_pool_blocks(const labeler_pool *p);
+uint64_t labeler_pool_block_bytes(const labeler_pool *p);
+uint64_t labeler_pool_free(labeler_pool *p);
+int labeler_pool_join(labeler_pool *p, uint64_t per_layer, uint32_t timeout_ms,
+                      labeler_pool_job **out);
+int labeler_pool_grow(labeler_pool *p, labeler_pool_job *job, uint64_t blocks,
+                      uint32_t timeout_ms);
+/* The complete current layer becomes the previous one; the old previous goes back. */
+int labeler_pool_finish_layer(labeler_pool *p, labeler_pool_job *job);
+/* Everything the job holds goes back, and the job is freed. */
+void labeler_pool_leave(labeler_pool *p, labeler_pool_job *job);
+/* 1 if one more block to job keeps every job able to finish its layer (banker's rule). */
+int labeler_pool_can_grant(labeler_pool *p, const labeler_pool_job *job);
 
 #endif

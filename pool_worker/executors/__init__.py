@@ -21,8 +21,8 @@ BUILTIN: dict[Phase, Executor] = {Phase.AP: ApExecutor(), Phase.PC1: Pc1Executor
 def executors_for(phases: frozenset[Phase], simulate_s: float | None,
                   simulate_fail: str = "", *,
                   configured: Mapping[Phase, ExecutorConfig] | None = None,
-                  simulate_builtin: bool = False, pc1_slots: int = 1
-                  ) -> dict[Phase, Executor]:
+                  simulate_builtin: bool = False, pc1_slots: int = 1,
+                  pc1_pool_bytes: int | None = None) -> dict[Phase, Executor]:
     """The config's `[executors.<phase>]` first, then built-in executors; `--simulate S`
     covers every phase without one (and the built-in ones too with `simulate_builtin`)."""
     chosen: dict[Phase, Executor] = {}
@@ -32,7 +32,8 @@ def executors_for(phases: frozenset[Phase], simulate_s: float | None,
         if configured and phase in configured:
             chosen[phase] = from_config(configured[phase], faults.get(phase, ()))
         elif phase in BUILTIN and not (simulate_builtin and simulate_s is not None):
-            chosen[phase] = Pc1Executor(slots=pc1_slots) if phase is Phase.PC1 \
+            chosen[phase] = Pc1Executor(slots=pc1_slots, pool_bytes=pc1_pool_bytes) \
+                if phase is Phase.PC1 \
                 else BUILTIN[phase]
         elif simulate_s is not None:
             chosen[phase] = SimulatedExecutor(simulate_s, faults.get(phase, ()))

@@ -22,7 +22,7 @@ from broker_topology.errors import NeedsData, PermanentError
 from broker_topology.messages import Job, SectorClass
 from broker_topology.units import GiB
 
-from .base import ExecContext
+from .base import Cancelled, ExecContext
 
 log = logging.getLogger(__name__)
 UNSEALED = "unsealed.dat"
@@ -92,6 +92,8 @@ class Pc1Executor:
     api_version: str = "1.1.0"
     #: pc1 slots on this machine: the pool is sized for them.
     slots: int = 1
+    #: The worker config's pool size; None: $MEM_POOL_SIZE or the default.
+    pool_bytes: int | None = None
     name: str = "labeler-pc1"
     _pools: dict[int, labeler_c.LayerPool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -101,22 +103,25 @@ class Pc1Executor:
             return None
         with self._lock:
             if size not in self._pools:
-                pool = labeler_c.LayerPool.for_sectors(self.slots, size)
+                pool = labeler_c.LayerPool.for_sectors(self.slots, size, self.pool_bytes)
                 log.info("pc1 memory pool for %d slots of %d-byte sectors: %d bytes",
                          self.slots, size, pool.capacity)
                 self._pools[size] = pool
             return self._pools[size]
 
     def check_pool(self, sizes: Iterable[int]) -> None:
-        """Refuse a MEM_POOL_SIZE too small for the slots (raises ValueError naming the
-        minimum), before any job runs."""
+        """Refuse a pool size (pc1_pool_size, or MEM_POOL_SIZE) too small for the slots
+        (raises ValueError naming the minimum), before any job runs."""
         if self.slots < 2:
             return
-        configured = labeler_c.pool_size_from_env()
+        configured = self.pool_bytes or labeler_c.pool_size_from_env()
+        if configured is None:
+            return
         largest = max(sizes)
         floor = (self.slots + 1) * largest
-        if configured is not None and configured < floor:
-            raise ValueError(f"MEM_POOL_SIZE is {configured} bytes; {self.slots} pc1 slots of "
+        if configured < floor:
+            key = "pc1_pool_size" if self.pool_bytes else "MEM_POOL_SIZE"
+            raise ValueError(f"{key} is {configured} bytes; {self.slots} pc1 slots of "
                              f"{largest}-byte sectors need at least (N+1)·S = {floor}")
 
     def run(self, job: Job, ctx: ExecContext) -> dict[str, Any]:
@@ -131,9 +136,13 @@ class Pc1Executor:
                                    bytes.fromhex(ap["comm_d"]), porep)
         layers = layers_for(job.size)
         started = time.monotonic()
-        files = labeler_c.label_sector(
-            rid, porep, job.size // 32, layers, self.api_version, ctx.workdir,
-            pool=self.pool(job.size), progress=lambda _layer, _node: ctx.check_cancelled())
+        try:
+            files = labeler_c.label_sector(
+                rid, porep, job.size // 32, layers, self.api_version, ctx.workdir,
+                pool=self.pool(job.size), progress=lambda _layer, _node: ctx.check_cancelled(),
+                cancelled=ctx.cancelled.is_set)
+        except labeler_c.PoolWaitCancelled as exc:  # handed back while waiting for memory
+            raise Cancelled(str(exc)) from None
         seconds = time.monotonic() - started
         last = hashlib.sha256()
         with files[-1].open("rb") as f:

@@ -125,3 +125,62 @@ def test_pool_for_sectors_defaults_and_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(ENV_POOL_BYTES, str(3 * LAYER))
     with pytest.raises(ValueError, match="needs at least"):
         LayerPool.for_sectors(3, LAYER)
+
+
+def test_a_waiting_job_can_be_cancelled() -> None:
+    from labeler_c import PoolWaitCancelled
+
+    with LayerPool(3 * LAYER, block_bytes=LAYER // 2) as pool:
+        a, b = pool.join(1, LAYER), pool.join(1, LAYER)
+        for job in (a, b):
+            pool.grow(job, 2)
+            pool.finish_layer(job)
+        pool.grow(a, 1)  # one block left, and only a may take it (see the banker test)
+        stop = threading.Event()
+        outcome: list[BaseException] = []
+
+        def wait_for_memory() -> None:
+            try:
+                pool.grow(b, 1, cancelled=stop.is_set)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=wait_for_memory)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()  # b waits in C on the condition variable
+        stop.set()
+        t.join(5)
+        assert not t.is_alive() and isinstance(outcome[0], PoolWaitCancelled)
+        assert len(b.cur) == 0 and pool.free_blocks() == 1  # nothing lent to b
+        pool.leave(a)
+        pool.leave(b)
+        assert pool.free_blocks() == pool.blocks
+
+
+def test_waiting_job_gets_memory_when_another_finishes_its_layer() -> None:
+    with LayerPool(3 * LAYER, block_bytes=LAYER // 2) as pool:
+        a, b = pool.join(1, LAYER), pool.join(1, LAYER)
+        for job in (a, b):
+            pool.grow(job, 2)
+            pool.finish_layer(job)
+        pool.grow(a, 1)
+        t = threading.Thread(target=pool.grow, args=(b, 2))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()
+        pool.grow(a, 1)
+        pool.finish_layer(a)  # a's previous layer (2 blocks) goes back: b can finish
+        t.join(5)
+        assert not t.is_alive() and len(b.cur) == 2
+        pool.leave(a)
+        pool.leave(b)
+
+
+def test_closing_a_pool_that_still_lends_memory_is_refused() -> None:
+    pool = LayerPool(2 * LAYER, block_bytes=LAYER)
+    job = pool.join(1, LAYER)
+    with pytest.raises(RuntimeError, match="still lends"):
+        pool.close()
+    pool.leave(job)
+    pool.close()

@@ -77,3 +77,12 @@ def test_pc1_memory_pool_size_is_checked_at_start() -> None:
     assert small.returncode == 2, small.stderr
     assert f"need at least (N+1)·S = {3 * 8 << 20}" in small.stderr
     assert "Traceback" not in bad.stderr + small.stderr
+    # the worker config's pc1_pool_size wins over the environment, and is checked the same
+    cfg = run("pool-worker", "run", "--phases", "pc1", "--slots", "2", MEM_POOL_SIZE="1GiB",
+              SEALPOOL_WORKER_PC1_POOL_SIZE="20MiB", **env)
+    assert cfg.returncode == 2, cfg.stderr
+    assert f"pc1_pool_size is {20 << 20} bytes" in cfg.stderr
+    unreadable = run("pool-worker", "run", "--phases", "pc1", "--slots", "2",
+                     SEALPOOL_WORKER_PC1_POOL_SIZE="lots", **env)
+    assert unreadable.returncode == 2
+    assert "SEALPOOL_WORKER_PC1_POOL_SIZE: cannot read 'lots'" in unreadable.stderr

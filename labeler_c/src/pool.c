@@ -1,0 +1,238 @@
+/*
+ * The layer memory pool (DESIGN.md §7, seed "Multi-Sector Memory Pool Support for PC1").
+ *
+ * One arena of equal blocks shared by the sectors labeling at once. A job (one sector, or a
+ * batch labeled in lockstep) is lent its current layer block by block as labeling advances
+ * and gives its previous layer back when a layer completes; a job that would exhaust the
+ * arena waits on a condition variable, never spinning.
+ *
+ * Waiting can deadlock if every job holds part of a layer and needs the rest, so blocks are
+ * granted by the banker's rule: only if afterwards every job can still finish its current
+ * layer in some order, each returning its previous layer when it does. A job is admitted
+ * only while the held layers plus the largest job's layer fit (sum B + max B <= blocks);
+ * then, once all jobs finish a layer, one can always start its next: no deadlock.
+ *
+ * Waits take a timeout so the caller (a Python thread) regains control now and then to
+ * notice cancellation; a timed-out grow keeps the blocks it already got.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "labeler_internal.h"
+
+struct labeler_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* blocks came back, or a job left */
+    uint8_t *arena;
+    uint64_t arena_bytes;
+    uint64_t block_bytes;
+    uint64_t blocks;
+    uint64_t nfree;
+    uint32_t *free; /* stack of free block indices: the last freed is reused first (warm) */
+    labeler_pool_job *jobs;
+};
+
+int labeler_pool_create(uint64_t capacity, uint64_t block_bytes, labeler_pool **out) {
+    if (!out || block_bytes < 32 || (block_bytes & (block_bytes - 1)) ||
+        capacity / block_bytes < 2 || capacity / block_bytes > UINT32_MAX)
+        return LABELER_E_ARG;
+    labeler_pool *p = calloc(1, sizeof *p);
+    if (!p) return LABELER_E_NOMEM;
+    p->block_bytes = block_bytes;
+    p->blocks = capacity / block_bytes;
+    p->arena_bytes = p->blocks * block_bytes;
+    p->free = malloc(p->blocks * sizeof *p->free);
+    /* Untouched pages cost nothing: RSS follows the blocks actually lent. */
+    void *arena = mmap(NULL, p->arena_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!p->free || arena == MAP_FAILED) {
+        free(p->free);
+        free(p);
+        return LABELER_E_NOMEM;
+    }
+#ifdef MADV_HUGEPAGE
+    /* Expander parents are random reads: 2 MiB pages keep them off the page walker. */
+    madvise(arena, p->arena_bytes, MADV_HUGEPAGE);
+#endif
+    p->arena = arena;
+    for (uint64_t i = 0; i < p->blocks; i++) p->free[i] = (uint32_t)(p->blocks - 1 - i);
+    p->nfree = p->blocks;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->changed, NULL);
+    *out = p;
+    return LABELER_OK;
+}
+
+int labeler_pool_destroy(labeler_pool *p) {
+    if (!p) return LABELER_E_ARG;
+    pthread_mutex_lock(&p->lock);
+    int busy = p->jobs != NULL;
+    pthread_mutex_unlock(&p->lock);
+    if (busy) return LABELER_E_BUSY;
+    munmap(p->arena, p->arena_bytes);
+    pthread_cond_destroy(&p->changed);
+    pthread_mutex_destroy(&p->lock);
+    free(p->free);
+    free(p);
+    return LABELER_OK;
+}
+
+uint8_t *labeler_pool_base(const labeler_pool *p) { return p->arena; }
+uint64_t labeler_pool_blocks(const labeler_pool *p) { return p->blocks; }
+uint64_t labeler_pool_block_bytes(const labeler_pool *p) { return p->block_bytes; }
+
+uint64_t labeler_pool_free(labeler_pool *p) {
+    pthread_mutex_lock(&p->lock);
+    uint64_t n = p->nfree;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+/* Absolute CLOCK_REALTIME deadline timeout_ms from now (pthread_cond_timedwait's clock). */
+static struct timespec deadline_in(uint32_t timeout_ms) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += timeout_ms / 1000;
+    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static void give_back(labeler_pool *p, const uint32_t *blocks, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) p->free[p->nfree++] = blocks[i];
+}
+
+static int admissible(const labeler_pool *p, uint64_t need) {
+    uint64_t held = 0, largest = need;
+    for (const labeler_pool_job *j = p->jobs; j; j = j->next) {
+        held += j->per_layer;
+        if (j->per_layer > largest) largest = j->per_layer;
+    }
+    return held + need + largest <= p->blocks;
+}
+
+/* Banker's check: after one more block to `job`, can every job finish its layer? */
+static int safe_to_grant(const labeler_pool *p, const labeler_pool_job *job) {
+    if (p->nfree == 0) return 0;
+    uint64_t free = p->nfree - 1;
+    unsigned njobs = 0;
+    for (const labeler_pool_job *j = p->jobs; j; j = j->next) njobs++;
+    /* finished[] marks jobs shown able to finish; a handful of jobs, so O(n^2) is fine. */
+    unsigned char finished[njobs ? njobs : 1];
+    for (unsigned i = 0; i < njobs; i++) finished[i] = 0;
+    unsigned left = njobs;
+    for (int progress = 1; left && progress;) {
+        progress = 0;
+        unsigned i = 0;
+        for (const labeler_pool_job *j = p->jobs; j; j = j->next, i++) {
+            if (finished[i]) continue;
+            uint64_t rest = j->per_layer - j->ncur - (j == job);
+            if (rest <= free) { /* it takes the rest, then returns its previous layer */
+                free = free - rest + j->nprev;
+                finished[i] = 1;
+                left--;
+                progress = 1;
+            }
+        }
+    }
+    return left == 0;
+}
+
+int labeler_pool_join(labeler_pool *p, uint64_t per_layer, uint32_t timeout_ms,
+                      labeler_pool_job **out) {
+    if (!p || !out || per_layer == 0 || 2 * per_layer > p->blocks) return LABELER_E_ARG;
+    labeler_pool_job *job = calloc(1, sizeof *job);
+    if (job) {
+        job->cur = malloc(per_layer * sizeof *job->cur);
+        job->prev = malloc(per_layer * sizeof *job->prev);
+    }
+    if (!job || !job->cur || !job->prev) {
+        if (job) {
+            free(job->cur);
+            free(job->prev);
+        }
+        free(job);
+        return LABELER_E_NOMEM;
+    }
+    job->per_layer = per_layer;
+    struct timespec until = deadline_in(timeout_ms);
+    pthread_mutex_lock(&p->lock);
+    int rc = 0;
+    while (!admissible(p, per_layer) && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&p->changed, &p->lock, &until);
+    if (!admissible(p, per_layer)) {
+        pthread_mutex_unlock(&p->lock);
+        free(job->cur);
+        free(job->prev);
+        free(job);
+        return LABELER_E_TIMEOUT;
+    }
+    job->next = p->jobs;
+    p->jobs = job;
+    pthread_mutex_unlock(&p->lock);
+    *out = job;
+    return LABELER_OK;
+}
+
+int labeler_pool_grow(labeler_pool *p, labeler_pool_job *job, uint64_t blocks,
+                      uint32_t timeout_ms) {
+    if (!p || !job || blocks > job->per_layer - job->ncur) return LABELER_E_ARG;
+    struct timespec until = deadline_in(timeout_ms);
+    pthread_mutex_lock(&p->lock);
+    for (uint64_t i = 0; i < blocks; i++) {
+        int rc = 0;
+        while (!safe_to_grant(p, job) && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&p->changed, &p->lock, &until);
+        if (!safe_to_grant(p, job)) {
+            pthread_mutex_unlock(&p->lock);
+            return LABELER_E_TIMEOUT;
+        }
+        job->cur[job->ncur++] = p->free[--p->nfree];
+    }
+    pthread_mutex_unlock(&p->lock);
+    return LABELER_OK;
+}
+
+int labeler_pool_finish_layer(labeler_pool *p, labeler_pool_job *job) {
+    if (!p || !job || job->ncur != job->per_layer) return LABELER_E_ARG;
+    pthread_mutex_lock(&p->lock);
+    give_back(p, job->prev, job->nprev);
+    uint32_t *t = job->prev;
+    job->prev = job->cur;
+    job->nprev = job->ncur;
+    job->cur = t;
+    job->ncur = 0;
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+    return LABELER_OK;
+}
+
+void labeler_pool_leave(labeler_pool *p, labeler_pool_job *job) {
+    if (!p || !job) return;
+    pthread_mutex_lock(&p->lock);
+    give_back(p, job->prev, job->nprev);
+    give_back(p, job->cur, job->ncur);
+    for (labeler_pool_job **at = &p->jobs; *at; at = &(*at)->next)
+        if (*at == job) {
+            *at = job->next;
+            break;
+        }
+    pthread_cond_broadcast(&p->changed);
+    pthread_mutex_unlock(&p->lock);
+    free(job->cur);
+    free(job->prev);
+    free(job);
+}
+
+int labeler_pool_can_grant(labeler_pool *p, const labeler_pool_job *job) {
+    pthread_mutex_lock(&p->lock);
+    int ok = safe_to_grant(p, job);
+    pthread_mutex_unlock(&p->lock);
+    return ok;
+}
