@@ -28,7 +28,8 @@ ffibuilder.set_source(
     sources=[_rel(p) for p in sorted((_HERE / "src").glob("*.c"))],
     include_dirs=[_rel(_HERE / "include")],
     define_macros=[("LABELER_NO_SHANI", "1")] if os.environ.get("LABELER_DISABLE_SHANI") else [],
-    extra_compile_args=["-O3", "-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra"],
+    extra_compile_args=["-O3", "-fvisibility=hidden", "-std=gnu11", "-Wall", "-Wextra", "-pthread"],
+    extra_link_args=["-pthread"],
 )
 
 if __name__ == "__main__":

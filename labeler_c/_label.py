@@ -175,8 +175,10 @@ def _label_layer(
     nodes: int,
     layer: int,
     progress: Callable[[int, int], None] | None,
+    producer: bool,
 ) -> None:
     args = ffi.new("labeler_layer_args *")
+    args.producer = producer
     args.parents = cache.rows
     args.sectors = batch.sectors
     args.nsectors = batch.k
@@ -212,6 +214,7 @@ def _label(
     progress: Callable[[int, int], None] | None,
     keep_last: bool,
     cancelled: Callable[[], bool] | None = None,
+    producer: bool = False,
 ) -> list[bytes] | None:
     """Label layers 1..layers of every sector, resuming from out_dirs; the last layers."""
     nodes = graph.nodes
@@ -248,7 +251,7 @@ def _label(
             with ParentCache(cache_path, nodes) as cache:
                 for layer in range(first, layers + 1):
                     try:
-                        _label_layer(batch, cache, nodes, layer, progress)
+                        _label_layer(batch, cache, nodes, layer, progress, producer)
                     except CorruptParentCache:
                         if parent_cache is None:  # damaged since verified: re-hash next time
                             forget(Path(cache_path))
@@ -279,6 +282,7 @@ def label_layers(
     pool: LayerPool | None = None,
     parent_cache: PathArg | None = None,
     progress: Callable[[int, int], None] | None = None,
+    producer: bool = False,
 ) -> bytes:
     """Label ``layers`` layers and return the last one (N x 32 bytes).
 
@@ -287,13 +291,16 @@ def label_layers(
     with other sectors labeling at once); by default the call allocates its own.
     ``parent_cache`` names a cache file to use as is (only its size is checked); by default
     the managed cache is used, generated and verified as needed. ``progress(layer,
-    nodes_done)`` is called between chunks.
+    nodes_done)`` is called between chunks. ``producer`` adds a second thread that gathers
+    parent labels ahead of the hashing one: faster for sectors beyond the CPU caches when a
+    core is free for it, slower otherwise.
     """
     rid = check_bytes32(replica_id, "replica_id")
     graph = Graph(nodes, porep_id, api_version)
     dirs = None if out_dir is None else [out_dir]
     count = _check_layers(layers)
-    last = _label([rid], graph, count, dirs, pool, parent_cache, progress, True)
+    last = _label([rid], graph, count, dirs, pool, parent_cache, progress, True,
+                  producer=producer)
     assert last is not None
     return last[0]
 
@@ -310,6 +317,7 @@ def label_sector(
     parent_cache: PathArg | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    producer: bool = False,
 ) -> list[Path]:
     """``label_layers`` into ``out_dir`` for production sizes: returns the layer files
     instead of a copy of the last layer (32 GiB for a 32 GiB sector). ``cancelled`` is
@@ -317,7 +325,8 @@ def label_sector(
     rid = check_bytes32(replica_id, "replica_id")
     graph = Graph(nodes, porep_id, api_version)
     count = _check_layers(layers)
-    _label([rid], graph, count, [out_dir], pool, parent_cache, progress, False, cancelled)
+    _label([rid], graph, count, [out_dir], pool, parent_cache, progress, False, cancelled,
+           producer)
     return [Path(out_dir) / layer_file_name(layer) for layer in range(1, count + 1)]
 
 
@@ -332,6 +341,7 @@ def label_batch(
     pool: LayerPool | None = None,
     parent_cache: PathArg | None = None,
     progress: Callable[[int, int], None] | None = None,
+    producer: bool = False,
 ) -> list[bytes]:
     """Label several sectors of one graph in lockstep on this thread; their last layers.
 
@@ -341,9 +351,13 @@ def label_batch(
     """
     if isinstance(replica_ids, (bytes, bytearray)) or not replica_ids:
         raise ValueError("replica_ids must be a non-empty sequence of 32-byte ids")
+    if len(replica_ids) > lib.LABELER_MAX_BATCH:
+        raise ValueError(f"a batch holds at most {lib.LABELER_MAX_BATCH} sectors, "
+                         f"got {len(replica_ids)}")
     rids = [check_bytes32(r, "replica_id") for r in replica_ids]
     graph = Graph(nodes, porep_id, api_version)
     count = _check_layers(layers)
-    last = _label(rids, graph, count, out_dirs, pool, parent_cache, progress, True)
+    last = _label(rids, graph, count, out_dirs, pool, parent_cache, progress, True,
+                  producer=producer)
     assert last is not None
     return last

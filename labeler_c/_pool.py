@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 ENV_POOL_SIZE = "MEM_POOL_SIZE"
 ENV_POOL_BYTES = "SEALPOOL_PC1_POOL_BYTES"
 DEFAULT_BLOCK_BYTES = 64 << 20
+#: Blocks per layer at least: the pool rounds down to whole blocks, and coarse blocks would
+#: lose most of the half sector of the default (3N+1)/2 · S on small sectors.
+MIN_BLOCKS_PER_LAYER = 16
 
 
 def pool_size_from_env() -> int | None:
@@ -40,6 +43,11 @@ def pool_size_from_env() -> int | None:
             raise ValueError(
                 f"{name}={raw!r} is not a size; use bytes or e.g. 96GiB, 1500MiB") from None
     return None
+
+
+def block_bytes_for(sector_bytes: int) -> int:
+    """Pool block size for sectors of ``sector_bytes`` (a power of two >= 2 KiB)."""
+    return max(32, min(DEFAULT_BLOCK_BYTES, sector_bytes // MIN_BLOCKS_PER_LAYER))
 
 
 def pool_capacity(sectors: int, sector_bytes: int, configured: int | None = None) -> int:
@@ -113,7 +121,7 @@ class LayerPool:
         (3N+1)/2 · S; at least (N+1) · S so all N can be admitted (2 · S for one sector).
         """
         size = pool_capacity(sectors, sector_bytes, capacity)
-        return cls(size, min(DEFAULT_BLOCK_BYTES, sector_bytes))
+        return cls(size, block_bytes_for(sector_bytes))
 
     @property
     def blocks(self) -> int:

@@ -1,9 +1,16 @@
-"""Labeling throughput: ``python -m labeler_c.bench --nodes N --layers L [--sectors K] --json``.
+"""Labeling throughput and memory: ``python -m labeler_c.bench --nodes N --layers L
+[--sectors K] [--batch B] [--pool SIZE] [--json]``.
 
 Labels K sectors at once (one thread each; the C calls release the GIL; ``--batch B`` makes
 each thread label B sectors in lockstep, 2-stream SHA-NI) after the parent cache is ready,
 and reports the median of ``--repeat`` runs. ``labels_per_s_per_core`` divides by the cores
 the threads can use; ``labels_per_cpu_s`` by the CPU time spent.
+
+``--pool SIZE`` makes the threads share one layer pool of SIZE bytes (units allowed, or
+``min``, ``default``, ``max`` for (N+1)·S, (3N+1)/2·S, 2N·S with N = K·B sectors); without
+it each thread has its own 2·B·S. Memory: peak RSS of the process, the parent cache's
+share of it (a file mapping), and the peak of the layer memory (anonymous RSS above what
+the process held before labeling, sampled every few milliseconds).
 """
 
 from __future__ import annotations
@@ -16,22 +23,70 @@ import sys
 import threading
 import time
 
+from broker_topology.units import parse_bytes
 from labeler_c._cache import ensure_parent_cache
 from labeler_c._dispatch import implementation, use_implementation
-from labeler_c._graph import API_VERSIONS, default_threads
-from labeler_c._label import label_batch
+from labeler_c._graph import API_VERSIONS, NODE_BYTES, Graph, default_threads
+from labeler_c._label import _label
+from labeler_c._pool import LayerPool, block_bytes_for, pool_capacity
 
 _POREP_ID = bytes([0x7B] * 32)
 
 
-def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str) -> tuple[float, float]:
+def _status_kib(field: str) -> int:
+    """A ``kB`` line of /proc/self/status (0 where there is none: not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class _AnonPeak:
+    """Samples the process's anonymous RSS (heap, pool arena; not the mapped parent cache)
+    on a thread, keeping the peak. Labels take microseconds and blocks are megabytes, so a
+    few milliseconds between samples misses little."""
+
+    def __init__(self, every_s: float = 0.002) -> None:
+        self.peak = _status_kib("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+
+    def _run(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            self.peak = max(self.peak, _status_kib("RssAnon"))
+
+    def __enter__(self) -> _AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_kib("RssAnon"))
+
+
+def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
+    """``min``/``default``/``max`` for N sectors, or a size; refused below (N+1)·S."""
+    named = {"min": (sectors + 1) * sector_bytes,
+             "default": (3 * sectors + 1) * sector_bytes // 2,
+             "max": 2 * sectors * sector_bytes}
+    return pool_capacity(sectors, sector_bytes, named.get(text) or parse_bytes(text))
+
+
+def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
+             pool: LayerPool | None = None) -> tuple[float, float]:
     """Wall and process CPU seconds to label ``sectors`` threads x ``batch`` sectors."""
     errors: list[BaseException] = []
+    graph = Graph(nodes, _POREP_ID, api)
 
     def label(i: int) -> None:
         replicas = [bytes([(i * batch + j + 1) % 256] * 32) for j in range(batch)]
-        try:
-            label_batch(replicas, _POREP_ID, nodes, layers, api)
+        try:  # nothing written, nothing returned: labeling and its memory only
+            _label(replicas, graph, layers, None, pool, None, None, False)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -63,6 +118,10 @@ class BenchResult:
     cores: int  # cores the sectors can use at once
     labels_per_s_per_core: float
     labels_per_cpu_s: float
+    pool_bytes: int | None  # the shared pool; None: 2·batch·S per thread
+    peak_rss: int  # bytes, the whole process (VmHWM), parent cache pages included
+    parent_cache_bytes: int
+    layer_memory_peak: int  # bytes of anonymous RSS above the pre-labeling level
 
 
 def measure(
@@ -72,10 +131,19 @@ def measure(
     repeat: int = 1,
     api: str = "1.1.0",
     batch: int = 1,
+    pool_bytes: int | None = None,
 ) -> BenchResult:
-    """Median throughput over ``repeat`` runs."""
+    """Median throughput over ``repeat`` runs (and the memory peaks over all of them)."""
     ensure_parent_cache(nodes, _POREP_ID, api)
-    runs = [run_once(nodes, layers, sectors, batch, api) for _ in range(repeat)]
+    sector_bytes = nodes * NODE_BYTES
+    pool = None if pool_bytes is None else LayerPool(pool_bytes, block_bytes_for(sector_bytes))
+    base = _status_kib("RssAnon")
+    try:
+        with _AnonPeak() as anon:
+            runs = [run_once(nodes, layers, sectors, batch, api, pool) for _ in range(repeat)]
+    finally:
+        if pool is not None:
+            pool.close()
     seconds = statistics.median(wall for wall, _ in runs)
     cpu_seconds = statistics.median(cpu for _, cpu in runs)
     labels = nodes * layers * sectors * batch
@@ -95,6 +163,10 @@ def measure(
         cores=cores,
         labels_per_s_per_core=labels / seconds / cores,
         labels_per_cpu_s=labels / max(cpu_seconds, 1e-9),
+        pool_bytes=None if pool is None else pool.capacity,
+        peak_rss=_status_kib("VmHWM") * 1024,
+        parent_cache_bytes=nodes * 14 * 4,
+        layer_memory_peak=(anon.peak - base) * 1024,
     )
 
 
@@ -107,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
     parser.add_argument("--api", default="1.1.0", choices=sorted(API_VERSIONS))
     parser.add_argument("--impl", choices=["auto", "shani", "portable"], default=None)
+    parser.add_argument("--pool", metavar="SIZE", default=None,
+                        help="share one layer pool: bytes (96GiB) or min, default, max")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if min(args.sectors, args.batch, args.repeat) < 1:
@@ -114,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.impl is not None:
         use_implementation(args.impl)
     try:
-        result = measure(args.nodes, args.layers, args.sectors, args.repeat, args.api, args.batch)
+        pool = None if args.pool is None else pool_size(
+            args.pool, args.sectors * args.batch, args.nodes * NODE_BYTES)
+        result = measure(args.nodes, args.layers, args.sectors, args.repeat, args.api, args.batch,
+                         pool)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:
@@ -127,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.labels_per_s / 1e6:.3f} M labels/s, "
             f"{result.labels_per_s_per_core / 1e6:.3f} M labels/s per core"
         )
+        pool_text = "own 2·S per sector" if result.pool_bytes is None else \
+            f"pool {result.pool_bytes >> 20} MiB"
+        print(f"memory: {pool_text}; layer memory peak {result.layer_memory_peak >> 20} MiB; "
+              f"peak RSS {result.peak_rss >> 20} MiB (parent cache "
+              f"{result.parent_cache_bytes >> 20} MiB of it, mapped)")
     return 0
 
 

@@ -17,6 +17,7 @@
 #define LABELER_DEGREE 14
 #define LABELER_MIN_NODES 64
 #define LABELER_MAX_NODES 2147483648ULL /* node indices are u32; a power of two */
+#define LABELER_MAX_BATCH 16             /* sectors labeled in lockstep by one call */
 
 /* Implementation bits for labeler_init() and labeler_available(). */
 #define LABELER_IMPL_PORTABLE 1u
@@ -70,6 +71,12 @@ typedef struct {
     uint64_t start;
     uint64_t end;
     uint32_t layer; /* 1-based */
+    /*
+     * Non-zero: a second thread gathers every node's parent labels into a small ring
+     * ahead of the hashing thread, so the hash chain never waits on a DRAM miss (for
+     * sectors beyond the caches, with a spare core for the producer).
+     */
+    uint32_t producer;
 } labeler_layer_args;
 
 /* Bitmask of the implementations this CPU can run. */

@@ -67,4 +67,33 @@ static inline void labeler_store_be64(uint8_t *p, uint64_t x) {
     labeler_store_be32(p + 4, (uint32_t)x);
 }
 
+/* Where node v of a layer lives in its block table (labeler.h, labeler_sector). */
+typedef struct {
+    uint32_t shift;
+    uint64_t mask;
+} labeler_layout;
+
+static inline labeler_layout labeler_layout_of(const labeler_layer_args *a) {
+    labeler_layout l = {a->block_shift, (1ULL << a->block_shift) - 1};
+    return l;
+}
+
+static inline uint8_t *labeler_node_at(uint8_t *const *blocks, labeler_layout l, uint64_t v) {
+    return blocks[v >> l.shift] + LABELER_NODE_BYTES * (v & l.mask);
+}
+
+static inline const uint8_t *labeler_prev_at(const uint8_t *const *blocks, labeler_layout l,
+                                             uint64_t v) {
+    return blocks[v >> l.shift] + LABELER_NODE_BYTES * (v & l.mask);
+}
+
+/* Label node v of every sector of a batch from its parents' labels: parents holds
+ * nsectors rows of LABELER_DEGREE pointers (the first `degree` used). */
+void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
+                       const uint8_t *const *parents);
+/* 1 if node v's cache row is in range (base parents below v, expander below nodes). */
+int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree);
+/* labeler_label_layer with a producer thread gathering parents (src/producer.c). */
+int labeler_label_piped(const labeler_layer_args *a, int degree);
+
 #endif

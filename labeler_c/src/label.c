@@ -22,26 +22,10 @@
 /* Last piece of a label message: 0x80, zeros, bit length 9,984 = 0x2700 big-endian. */
 static const uint8_t PAD_LABEL[32] = {[0] = 0x80, [30] = 0x27};
 
-typedef struct {
-    uint32_t shift;
-    uint64_t mask;
-} layout;
-
-static inline uint8_t *node_at(uint8_t *const *blocks, layout l, uint64_t v) {
-    return blocks[v >> l.shift] + LABELER_NODE_BYTES * (v & l.mask);
-}
-
-static inline const uint8_t *prev_at(const uint8_t *const *blocks, layout l, uint64_t v) {
-    return blocks[v >> l.shift] + LABELER_NODE_BYTES * (v & l.mask);
-}
-
-/* The 40 pieces (20 blocks) of node v's message in one sector. */
-static inline void gather(const labeler_sector *s, layout l, const uint32_t *p, int degree,
-                          const uint8_t *prefix_hi, const uint8_t **pieces) {
-    const uint8_t *parent[LABELER_DEGREE];
-    for (int j = 0; j < LABELER_BASE_DEGREE; j++) parent[j] = node_at(s->cur, l, p[j]);
-    for (int j = LABELER_BASE_DEGREE; j < degree; j++) parent[j] = prev_at(s->prev, l, p[j]);
-    pieces[0] = s->replica_id;
+/* The 40 pieces (20 blocks) of a label message from its parents' labels. */
+static inline void pieces_of(const uint8_t *replica_id, const uint8_t *const *parent, int degree,
+                             const uint8_t *prefix_hi, const uint8_t **pieces) {
+    pieces[0] = replica_id;
     pieces[1] = prefix_hi;
     for (int k = 0, j = 0; k < PARENT_SLOTS; k++) {
         pieces[2 + k] = parent[j];
@@ -50,11 +34,61 @@ static inline void gather(const labeler_sector *s, layout l, const uint32_t *p, 
     pieces[2 * LABEL_BLOCKS - 1] = PAD_LABEL;
 }
 
+void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
+                       const uint8_t *const *parents) {
+    const labeler_compress_fn compress = labeler_compress_current();
+    const labeler_compress2_fn compress2 = labeler_compress2_current();
+    const labeler_layout l = labeler_layout_of(a);
+    uint8_t prefix_hi[32] = {0}; /* BE32(layer) || BE64(v) || 20 zero bytes */
+    const uint8_t *pa[2 * LABEL_BLOCKS], *pb[2 * LABEL_BLOCKS];
+    uint32_t sa[8], sb[8];
+    labeler_store_be32(prefix_hi, a->layer);
+    labeler_store_be64(prefix_hi + 4, v);
+    const uint32_t n = a->nsectors;
+    if (v == 0) { /* the prefix alone: one block and its padding */
+        for (uint32_t i = 0; i < n; i++) {
+            const uint8_t *pieces[4] = {a->sectors[i].replica_id, prefix_hi, labeler_pad_64,
+                                        labeler_pad_64 + 32};
+            memcpy(sa, labeler_sha256_iv, sizeof sa);
+            compress(sa, pieces, 2);
+            labeler_state_bytes(sa, labeler_node_at(a->sectors[i].cur, l, v), 1);
+        }
+        return;
+    }
+    uint32_t i = 0;
+    for (; i + 1 < n; i += 2) { /* two sectors per 2-stream compression */
+        pieces_of(a->sectors[i].replica_id, parents + i * LABELER_DEGREE, degree, prefix_hi, pa);
+        pieces_of(a->sectors[i + 1].replica_id, parents + (i + 1) * LABELER_DEGREE, degree,
+                  prefix_hi, pb);
+        memcpy(sa, labeler_sha256_iv, sizeof sa);
+        memcpy(sb, labeler_sha256_iv, sizeof sb);
+        compress2(sa, sb, pa, pb, LABEL_BLOCKS);
+        labeler_state_bytes(sa, labeler_node_at(a->sectors[i].cur, l, v), 1);
+        labeler_state_bytes(sb, labeler_node_at(a->sectors[i + 1].cur, l, v), 1);
+    }
+    if (i < n) {
+        pieces_of(a->sectors[i].replica_id, parents + i * LABELER_DEGREE, degree, prefix_hi, pa);
+        memcpy(sa, labeler_sha256_iv, sizeof sa);
+        compress(sa, pa, LABEL_BLOCKS);
+        labeler_state_bytes(sa, labeler_node_at(a->sectors[i].cur, l, v), 1);
+    }
+}
+
+int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree) {
+    const uint32_t *p = a->parents + v * LABELER_DEGREE;
+    /* Base parents must already be final; a corrupt cache must not read out of bounds. */
+    for (int j = 0; j < LABELER_BASE_DEGREE; j++)
+        if (p[j] >= v) return 0;
+    for (int j = LABELER_BASE_DEGREE; j < degree; j++)
+        if (p[j] >= a->nodes) return 0;
+    return 1;
+}
+
 static int args_ok(const labeler_layer_args *a) {
     if (!a || !a->parents || !a->sectors || a->nsectors == 0 || a->layer < 1 ||
-        a->nodes < LABELER_MIN_NODES || a->nodes > LABELER_MAX_NODES ||
-        (a->nodes & (a->nodes - 1)) || a->start > a->end || a->end > a->nodes ||
-        a->block_shift > 32)
+        a->nsectors > LABELER_MAX_BATCH || a->nodes < LABELER_MIN_NODES ||
+        a->nodes > LABELER_MAX_NODES || (a->nodes & (a->nodes - 1)) || a->start > a->end ||
+        a->end > a->nodes || a->block_shift > 32)
         return 0;
     for (uint32_t i = 0; i < a->nsectors; i++) {
         const labeler_sector *s = &a->sectors[i];
@@ -63,63 +97,41 @@ static int args_ok(const labeler_layer_args *a) {
     return 1;
 }
 
-int labeler_label_layer(const labeler_layer_args *a) {
-    if (!args_ok(a)) return LABELER_E_ARG;
-
-    const labeler_compress_fn compress = labeler_compress_current();
-    const labeler_compress2_fn compress2 = labeler_compress2_current();
-    const int degree = a->layer == 1 ? LABELER_BASE_DEGREE : LABELER_DEGREE;
-    const layout l = {a->block_shift, (1ULL << a->block_shift) - 1};
+/* One thread: parents read where they lie, expander parents prefetched a few nodes ahead. */
+static int label_direct(const labeler_layer_args *a, int degree) {
+    const labeler_layout l = labeler_layout_of(a);
     const uint32_t n = a->nsectors;
-    uint8_t prefix_hi[32] = {0}; /* BE32(layer) || BE64(v) || 20 zero bytes */
-    const uint8_t *pa[2 * LABEL_BLOCKS], *pb[2 * LABEL_BLOCKS];
-    uint32_t sa[8], sb[8];
-
-    labeler_store_be32(prefix_hi, a->layer);
+    const uint8_t *parents[LABELER_MAX_BATCH * LABELER_DEGREE];
     for (uint64_t v = a->start; v < a->end; v++) {
-        labeler_store_be64(prefix_hi + 4, v);
-        if (v == 0) { /* the prefix alone: one block and its padding */
-            for (uint32_t i = 0; i < n; i++) {
-                const uint8_t *pieces[4] = {a->sectors[i].replica_id, prefix_hi, labeler_pad_64,
-                                            labeler_pad_64 + 32};
-                memcpy(sa, labeler_sha256_iv, sizeof sa);
-                compress(sa, pieces, 2);
-                labeler_state_bytes(sa, node_at(a->sectors[i].cur, l, v), 1);
-            }
+        if (v == 0) {
+            labeler_hash_node(a, v, degree, parents);
             continue;
         }
+        if (!labeler_parents_ok(a, v, degree)) return LABELER_E_CORRUPT;
         const uint32_t *p = a->parents + v * LABELER_DEGREE;
-        /* Base parents must already be final; a corrupt cache must not read out of bounds. */
-        for (int j = 0; j < LABELER_BASE_DEGREE; j++)
-            if (p[j] >= v) return LABELER_E_CORRUPT;
-        for (int j = LABELER_BASE_DEGREE; j < degree; j++)
-            if (p[j] >= a->nodes) return LABELER_E_CORRUPT;
-
         if (degree == LABELER_DEGREE && v + PREFETCH_AHEAD < a->end) {
             const uint32_t *q = a->parents + (v + PREFETCH_AHEAD) * LABELER_DEGREE;
             for (uint32_t i = 0; i < n; i++)
                 for (int j = LABELER_BASE_DEGREE; j < LABELER_DEGREE; j++)
-                    __builtin_prefetch(prev_at(a->sectors[i].prev, l, q[j]), 0, 3);
+                    __builtin_prefetch(labeler_prev_at(a->sectors[i].prev, l, q[j]), 0, 3);
         }
-
-        uint32_t i = 0;
-        for (; i + 1 < n; i += 2) {
-            gather(&a->sectors[i], l, p, degree, prefix_hi, pa);
-            gather(&a->sectors[i + 1], l, p, degree, prefix_hi, pb);
-            memcpy(sa, labeler_sha256_iv, sizeof sa);
-            memcpy(sb, labeler_sha256_iv, sizeof sb);
-            compress2(sa, sb, pa, pb, LABEL_BLOCKS);
-            labeler_state_bytes(sa, node_at(a->sectors[i].cur, l, v), 1);
-            labeler_state_bytes(sb, node_at(a->sectors[i + 1].cur, l, v), 1);
+        for (uint32_t i = 0; i < n; i++) {
+            const uint8_t **row = parents + i * LABELER_DEGREE;
+            for (int j = 0; j < LABELER_BASE_DEGREE; j++)
+                row[j] = labeler_node_at(a->sectors[i].cur, l, p[j]);
+            for (int j = LABELER_BASE_DEGREE; j < degree; j++)
+                row[j] = labeler_prev_at(a->sectors[i].prev, l, p[j]);
         }
-        if (i < n) {
-            gather(&a->sectors[i], l, p, degree, prefix_hi, pa);
-            memcpy(sa, labeler_sha256_iv, sizeof sa);
-            compress(sa, pa, LABEL_BLOCKS);
-            labeler_state_bytes(sa, node_at(a->sectors[i].cur, l, v), 1);
-        }
+        labeler_hash_node(a, v, degree, parents);
     }
     return LABELER_OK;
+}
+
+int labeler_label_layer(const labeler_layer_args *a) {
+    if (!args_ok(a)) return LABELER_E_ARG;
+    const int degree = a->layer == 1 ? LABELER_BASE_DEGREE : LABELER_DEGREE;
+    if (a->producer) return labeler_label_piped(a, degree);
+    return label_direct(a, degree);
 }
 
 /* SPEC §2: FrSafe(SHA256(prover_id || BE64(sector_id) || ticket || comm_d || porep_id)). */
