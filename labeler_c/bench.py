@@ -78,7 +78,7 @@ def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
 
 
 def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
-             pool: LayerPool | None = None) -> tuple[float, float]:
+             pool: LayerPool | None = None, producer: bool = False) -> tuple[float, float]:
     """Wall and process CPU seconds to label ``sectors`` threads x ``batch`` sectors."""
     errors: list[BaseException] = []
     graph = Graph(nodes, _POREP_ID, api)
@@ -86,7 +86,7 @@ def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
     def label(i: int) -> None:
         replicas = [bytes([(i * batch + j + 1) % 256] * 32) for j in range(batch)]
         try:  # nothing written, nothing returned: labeling and its memory only
-            _label(replicas, graph, layers, None, pool, None, None, False)
+            _label(replicas, graph, layers, None, pool, None, None, False, producer=producer)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -109,6 +109,7 @@ class BenchResult:
     layers: int
     sectors: int  # threads
     batch: int  # sectors per thread, in lockstep
+    producer: bool  # a second thread per sector gathers parents
     api_version: str
     repeat: int
     seconds: float  # median wall time of one run
@@ -132,6 +133,7 @@ def measure(
     api: str = "1.1.0",
     batch: int = 1,
     pool_bytes: int | None = None,
+    producer: bool = False,
 ) -> BenchResult:
     """Median throughput over ``repeat`` runs (and the memory peaks over all of them)."""
     ensure_parent_cache(nodes, _POREP_ID, api)
@@ -140,7 +142,8 @@ def measure(
     base = _status_kib("RssAnon")
     try:
         with _AnonPeak() as anon:
-            runs = [run_once(nodes, layers, sectors, batch, api, pool) for _ in range(repeat)]
+            runs = [run_once(nodes, layers, sectors, batch, api, pool, producer)
+                    for _ in range(repeat)]
     finally:
         if pool is not None:
             pool.close()
@@ -154,6 +157,7 @@ def measure(
         layers=layers,
         sectors=sectors,
         batch=batch,
+        producer=producer,
         api_version=api,
         repeat=repeat,
         seconds=seconds,
@@ -179,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
     parser.add_argument("--api", default="1.1.0", choices=sorted(API_VERSIONS))
     parser.add_argument("--impl", choices=["auto", "shani", "portable"], default=None)
+    parser.add_argument("--producer", action="store_true",
+                        help="a second thread per sector gathers parents ahead of the hashing")
     parser.add_argument("--pool", metavar="SIZE", default=None,
                         help="share one layer pool: bytes (96GiB) or min, default, max")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = None if args.pool is None else pool_size(
             args.pool, args.sectors * args.batch, args.nodes * NODE_BYTES)
         result = measure(args.nodes, args.layers, args.sectors, args.repeat, args.api, args.batch,
-                         pool)
+                         pool, args.producer)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             f"{result.implementation}: {args.sectors} thread(s) x {args.batch} sector(s) x "
+            f"{'(+ producer) x ' if args.producer else ''}"
             f"{args.layers} layers x "
             f"{args.nodes} nodes in {result.seconds:.3f} s: "
             f"{result.labels_per_s / 1e6:.3f} M labels/s, "

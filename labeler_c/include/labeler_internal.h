@@ -88,9 +88,10 @@ static inline const uint8_t *labeler_prev_at(const uint8_t *const *blocks, label
 }
 
 /* Label node v of every sector of a batch from its parents' labels: parents holds
- * nsectors rows of LABELER_DEGREE pointers (the first `degree` used). */
+ * nsectors rows of LABELER_DEGREE pointers (the first `degree` used). first: NULL, or
+ * per sector the state after the message's first block (replica_id || layer || v). */
 void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
-                       const uint8_t *const *parents);
+                       const uint8_t *const *parents, const uint32_t (*first)[8]);
 /* 1 if node v's cache row is in range (base parents below v, expander below nodes). */
 int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree);
 /* labeler_label_layer with a producer thread gathering parents (src/producer.c). */

@@ -35,7 +35,7 @@ static inline void pieces_of(const uint8_t *replica_id, const uint8_t *const *pa
 }
 
 void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
-                       const uint8_t *const *parents) {
+                       const uint8_t *const *parents, const uint32_t (*first)[8]) {
     const labeler_compress_fn compress = labeler_compress_current();
     const labeler_compress2_fn compress2 = labeler_compress2_current();
     const labeler_layout l = labeler_layout_of(a);
@@ -55,21 +55,24 @@ void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
         }
         return;
     }
+    /* With `first`, the prefix block (replica_id || layer || v) was hashed ahead, off the
+     * chain that waits for parents: start from its state and skip its two pieces. */
+    const size_t skip = first ? 2 : 0, blocks = first ? LABEL_BLOCKS - 1 : LABEL_BLOCKS;
     uint32_t i = 0;
     for (; i + 1 < n; i += 2) { /* two sectors per 2-stream compression */
         pieces_of(a->sectors[i].replica_id, parents + i * LABELER_DEGREE, degree, prefix_hi, pa);
         pieces_of(a->sectors[i + 1].replica_id, parents + (i + 1) * LABELER_DEGREE, degree,
                   prefix_hi, pb);
-        memcpy(sa, labeler_sha256_iv, sizeof sa);
-        memcpy(sb, labeler_sha256_iv, sizeof sb);
-        compress2(sa, sb, pa, pb, LABEL_BLOCKS);
+        memcpy(sa, first ? first[i] : labeler_sha256_iv, sizeof sa);
+        memcpy(sb, first ? first[i + 1] : labeler_sha256_iv, sizeof sb);
+        compress2(sa, sb, pa + skip, pb + skip, blocks);
         labeler_state_bytes(sa, labeler_node_at(a->sectors[i].cur, l, v), 1);
         labeler_state_bytes(sb, labeler_node_at(a->sectors[i + 1].cur, l, v), 1);
     }
     if (i < n) {
         pieces_of(a->sectors[i].replica_id, parents + i * LABELER_DEGREE, degree, prefix_hi, pa);
-        memcpy(sa, labeler_sha256_iv, sizeof sa);
-        compress(sa, pa, LABEL_BLOCKS);
+        memcpy(sa, first ? first[i] : labeler_sha256_iv, sizeof sa);
+        compress(sa, pa + skip, blocks);
         labeler_state_bytes(sa, labeler_node_at(a->sectors[i].cur, l, v), 1);
     }
 }
@@ -104,7 +107,7 @@ static int label_direct(const labeler_layer_args *a, int degree) {
     const uint8_t *parents[LABELER_MAX_BATCH * LABELER_DEGREE];
     for (uint64_t v = a->start; v < a->end; v++) {
         if (v == 0) {
-            labeler_hash_node(a, v, degree, parents);
+            labeler_hash_node(a, v, degree, parents, NULL);
             continue;
         }
         if (!labeler_parents_ok(a, v, degree)) return LABELER_E_CORRUPT;
@@ -122,7 +125,7 @@ static int label_direct(const labeler_layer_args *a, int degree) {
             for (int j = LABELER_BASE_DEGREE; j < degree; j++)
                 row[j] = labeler_prev_at(a->sectors[i].prev, l, p[j]);
         }
-        labeler_hash_node(a, v, degree, parents);
+        labeler_hash_node(a, v, degree, parents, NULL);
     }
     return LABELER_OK;
 }

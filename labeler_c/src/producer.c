@@ -17,6 +17,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "labeler_internal.h"
 
@@ -38,10 +39,13 @@ typedef struct {
     int degree;
     uint8_t *ring;     /* RING x nsectors x LABELER_DEGREE labels */
     uint16_t *copied;  /* RING x nsectors: bit j set if parent j is in the ring */
-    uint64_t produced; /* nodes [start, produced) are in the ring; written by the producer */
-    uint64_t consumed; /* labels [start, consumed) are final; written by the hasher */
-    int stop;          /* set by either side on an error */
+    uint32_t (*first)[8]; /* RING x nsectors: state after the prefix block, hashed ahead */
     int error;
+    /* Each counter on its own cache line: one written per node by each side, and read by
+     * the other only when its cached copy runs out, so the lines do not bounce per node. */
+    _Alignas(64) uint64_t produced; /* nodes [start, produced) are in the ring */
+    _Alignas(64) uint64_t consumed; /* labels [start, consumed) are final */
+    _Alignas(64) int stop;          /* set by either side on an error */
 } pipeline;
 
 static inline uint64_t load_acq(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -79,11 +83,22 @@ static void *produce(void *arg) {
     pipeline *pl = arg;
     const labeler_layer_args *a = pl->a;
     const labeler_layout l = labeler_layout_of(a);
+    const labeler_compress_fn compress = labeler_compress_current();
+    uint8_t prefix_hi[32] = {0}; /* BE32(layer) || BE64(v) || 20 zero bytes */
+    labeler_store_be32(prefix_hi, a->layer);
     unsigned spins = 0;
+    uint64_t done = load_acq(&pl->consumed);
     for (uint64_t v = a->start; v < a->end; v++) {
-        while (v - load_acq(&pl->consumed) >= RING) { /* the slot is still being hashed */
+        /* Refresh the hasher's progress when the ring is full, and now and then so more
+         * base parents count as final (and are copied). */
+        if (v - done >= RING || (v & 63) == 0) done = load_acq(&pl->consumed);
+        while (v - done >= RING) { /* the slot is still being hashed */
             if (stopped(pl)) return NULL;
-            relax(&spins);
+            /* A full ring is ~RING labels of hashing away: sleep, leaving the core (or
+             * its SMT sibling, the hasher) alone, rather than spin. */
+            struct timespec nap = {0, 50 * 1000};
+            nanosleep(&nap, NULL);
+            done = load_acq(&pl->consumed);
         }
         if (v == 0) {
             store_rel(&pl->produced, v + 1);
@@ -94,10 +109,15 @@ static void *produce(void *arg) {
             __atomic_store_n(&pl->stop, 1, __ATOMIC_RELEASE);
             return NULL;
         }
-        const uint64_t done = load_acq(&pl->consumed);
         if (v + PRODUCER_AHEAD < a->end) prefetch_parents(pl, v + PRODUCER_AHEAD, done);
         const uint32_t *p = a->parents + v * LABELER_DEGREE;
+        labeler_store_be64(prefix_hi + 4, v);
         for (uint32_t i = 0; i < a->nsectors; i++) {
+            /* The first block needs no parent: it comes off the hasher's chain. */
+            uint32_t *st = pl->first[(v % RING) * a->nsectors + i];
+            const uint8_t *prefix[2] = {a->sectors[i].replica_id, prefix_hi};
+            memcpy(st, labeler_sha256_iv, 32);
+            compress(st, prefix, 1);
             uint16_t mask = 0;
             for (int j = 0; j < LABELER_BASE_DEGREE; j++)
                 if (p[j] < done) {
@@ -121,17 +141,23 @@ int labeler_label_piped(const labeler_layer_args *a, int degree) {
     pipeline pl = {.a = a, .degree = degree, .produced = a->start, .consumed = a->start};
     pl.ring = aligned_alloc(64, (size_t)RING * a->nsectors * LABELER_DEGREE * LABELER_NODE_BYTES);
     pl.copied = malloc((size_t)RING * a->nsectors * sizeof *pl.copied);
+    pl.first = aligned_alloc(64, (size_t)RING * a->nsectors * sizeof *pl.first);
     pthread_t producer;
-    if (!pl.ring || !pl.copied || pthread_create(&producer, NULL, produce, &pl) != 0) {
+    if (!pl.ring || !pl.copied || !pl.first ||
+        pthread_create(&producer, NULL, produce, &pl) != 0) {
         free(pl.ring);
         free(pl.copied);
+        free(pl.first);
         return LABELER_E_NOMEM;
     }
     const labeler_layout l = labeler_layout_of(a);
     const uint8_t *parents[LABELER_MAX_BATCH * LABELER_DEGREE];
     unsigned spins = 0;
+    uint64_t ready = a->start;
     for (uint64_t v = a->start; v < a->end; v++) {
-        while (load_acq(&pl.produced) <= v) {
+        while (ready <= v) {
+            ready = load_acq(&pl.produced);
+            if (ready > v) break;
             if (stopped(&pl)) goto out;
             relax(&spins);
         }
@@ -145,7 +171,8 @@ int labeler_label_piped(const labeler_layer_args *a, int degree) {
                                               : labeler_node_at(a->sectors[i].cur, l, p[j]);
             }
         }
-        labeler_hash_node(a, v, degree, parents);
+        labeler_hash_node(a, v, degree, parents,
+                          v > 0 ? (const uint32_t(*)[8])pl.first[(v % RING) * a->nsectors] : NULL);
         store_rel(&pl.consumed, v + 1);
     }
 out:
@@ -153,5 +180,6 @@ out:
     pthread_join(producer, NULL);
     free(pl.ring);
     free(pl.copied);
+    free(pl.first);
     return pl.error;
 }

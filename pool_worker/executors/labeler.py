@@ -82,6 +82,11 @@ class ApExecutor:
         return outputs
 
 
+#: Smallest sector whose labeling gains from a producer thread (8 MiB already misses the
+#: caches of the machines measured: perf-limits.md).
+PRODUCER_MIN_BYTES = 8 << 20
+
+
 @dataclass
 class Pc1Executor:
     """SDR labeling with labeler_c. Layer files `sc-02-data-layer-<l>.dat` go into the
@@ -124,6 +129,15 @@ class Pc1Executor:
             raise ValueError(f"{key} is {configured} bytes; {self.slots} pc1 slots of "
                              f"{largest}-byte sectors need at least (N+1)·S = {floor}")
 
+    def use_producer(self, size: int, ctx: ExecContext) -> bool:
+        """A parent-gathering thread pays when the sector is beyond the CPU caches and the
+        slot has a core to spare for it: two pinned cores, or (unpinned) two per pc1 slot."""
+        if size < PRODUCER_MIN_BYTES:
+            return False
+        if ctx.cores:
+            return len(ctx.cores) >= 2
+        return (os.cpu_count() or 1) >= 2 * self.slots
+
     def run(self, job: Job, ctx: ExecContext) -> dict[str, Any]:
         if not (ctx.workdir / "ap.json").exists():
             raise NeedsData(f"sector {job.miner}/{job.sector} has no files on {ctx.worker}")
@@ -136,11 +150,12 @@ class Pc1Executor:
                                    bytes.fromhex(ap["comm_d"]), porep)
         layers = layers_for(job.size)
         started = time.monotonic()
+        producer = self.use_producer(job.size, ctx)
         try:
             files = labeler_c.label_sector(
                 rid, porep, job.size // 32, layers, self.api_version, ctx.workdir,
                 pool=self.pool(job.size), progress=lambda _layer, _node: ctx.check_cancelled(),
-                cancelled=ctx.cancelled.is_set)
+                cancelled=ctx.cancelled.is_set, producer=producer)
         except labeler_c.PoolWaitCancelled as exc:  # handed back while waiting for memory
             raise Cancelled(str(exc)) from None
         seconds = time.monotonic() - started
@@ -150,7 +165,7 @@ class Pc1Executor:
                 last.update(chunk)
         outputs = {"replica_id": rid.hex(), "layers": layers, "api_version": self.api_version,
                    "last_layer_sha256": last.hexdigest(),
-                   "implementation": labeler_c.implementation(),
+                   "implementation": labeler_c.implementation(), "producer": producer,
                    "labels_per_s": round(job.size // 32 * layers / max(seconds, 1e-9))}
         _marker(ctx, job, outputs)
         return outputs
