@@ -185,8 +185,11 @@ def _label_layer(
     args.block_shift = batch.block_shift
     args.nodes = nodes
     args.layer = layer
-    for start in range(0, nodes, _LABEL_CHUNK):
-        end = min(nodes, start + _LABEL_CHUNK)
+    # Never more than one block ahead of the labels: a block taken early is memory another
+    # sector of the pool waits for.
+    chunk = min(_LABEL_CHUNK, batch.block_nodes)
+    for start in range(0, nodes, chunk):
+        end = min(nodes, start + chunk)
         batch.ensure(end)
         args.start, args.end = start, end
         check(lib.labeler_label_layer(args), f"labeling layer {layer}")

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 ENV_POOL_SIZE = "MEM_POOL_SIZE"
 ENV_POOL_BYTES = "SEALPOOL_PC1_POOL_BYTES"
 DEFAULT_BLOCK_BYTES = 64 << 20
-#: Blocks per layer at least: the pool rounds down to whole blocks, and coarse blocks would
-#: lose most of the half sector of the default (3N+1)/2 · S on small sectors.
-MIN_BLOCKS_PER_LAYER = 16
+#: Blocks per layer at least. A sector holds its current layer rounded up to a block, so
+#: with coarse blocks two sectors half a layer apart no longer fit (3N+1)/2 · S and stall
+#: at every layer end; the pool also rounds its size down to whole blocks.
+MIN_BLOCKS_PER_LAYER = 64
 
 
 def pool_size_from_env() -> int | None:

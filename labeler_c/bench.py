@@ -1,8 +1,9 @@
 """Labeling throughput and memory: ``python -m labeler_c.bench --nodes N --layers L
-[--sectors K] [--batch B] [--pool SIZE] [--json]``.
+[--sectors K] [--batch B] [--queue Q] [--pool SIZE] [--producer] [--json]``.
 
 Labels K sectors at once (one thread each; the C calls release the GIL; ``--batch B`` makes
-each thread label B sectors in lockstep, 2-stream SHA-NI) after the parent cache is ready,
+each thread label B sectors in lockstep, 2-stream SHA-NI; ``--queue Q`` makes it label Q
+such in a row, as a worker slot does) after the parent cache is ready,
 and reports the median of ``--repeat`` runs. ``labels_per_s_per_core`` divides by the cores
 the threads can use; ``labels_per_cpu_s`` by the CPU time spent.
 
@@ -78,15 +79,20 @@ def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
 
 
 def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
-             pool: LayerPool | None = None, producer: bool = False) -> tuple[float, float]:
-    """Wall and process CPU seconds to label ``sectors`` threads x ``batch`` sectors."""
+             pool: LayerPool | None = None, producer: bool = False, queue: int = 1
+             ) -> tuple[float, float]:
+    """Wall and process CPU seconds to label ``sectors`` threads x ``batch`` sectors, each
+    thread ``queue`` times in a row (as a worker slot takes its next job)."""
     errors: list[BaseException] = []
     graph = Graph(nodes, _POREP_ID, api)
 
     def label(i: int) -> None:
-        replicas = [bytes([(i * batch + j + 1) % 256] * 32) for j in range(batch)]
         try:  # nothing written, nothing returned: labeling and its memory only
-            _label(replicas, graph, layers, None, pool, None, None, False, producer=producer)
+            for q in range(queue):
+                replicas = [bytes([(q * 7 + i * batch + j + 1) % 256] * 32)
+                            for j in range(batch)]
+                _label(replicas, graph, layers, None, pool, None, None, False,
+                       producer=producer)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -109,6 +115,7 @@ class BenchResult:
     layers: int
     sectors: int  # threads
     batch: int  # sectors per thread, in lockstep
+    queue: int  # batches per thread, one after another
     producer: bool  # a second thread per sector gathers parents
     api_version: str
     repeat: int
@@ -134,6 +141,7 @@ def measure(
     batch: int = 1,
     pool_bytes: int | None = None,
     producer: bool = False,
+    queue: int = 1,
 ) -> BenchResult:
     """Median throughput over ``repeat`` runs (and the memory peaks over all of them)."""
     ensure_parent_cache(nodes, _POREP_ID, api)
@@ -142,14 +150,14 @@ def measure(
     base = _status_kib("RssAnon")
     try:
         with _AnonPeak() as anon:
-            runs = [run_once(nodes, layers, sectors, batch, api, pool, producer)
+            runs = [run_once(nodes, layers, sectors, batch, api, pool, producer, queue)
                     for _ in range(repeat)]
     finally:
         if pool is not None:
             pool.close()
     seconds = statistics.median(wall for wall, _ in runs)
     cpu_seconds = statistics.median(cpu for _, cpu in runs)
-    labels = nodes * layers * sectors * batch
+    labels = nodes * layers * sectors * batch * queue
     cores = min(sectors, default_threads())
     return BenchResult(
         implementation=implementation(),
@@ -157,6 +165,7 @@ def measure(
         layers=layers,
         sectors=sectors,
         batch=batch,
+        queue=queue,
         producer=producer,
         api_version=api,
         repeat=repeat,
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, required=True)
     parser.add_argument("--sectors", type=int, default=1, help="threads labeling at once")
     parser.add_argument("--batch", type=int, default=1, help="sectors per thread, in lockstep")
+    parser.add_argument("--queue", type=int, default=1,
+                        help="sectors (batches) each thread labels one after another")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is reported")
     parser.add_argument("--api", default="1.1.0", choices=sorted(API_VERSIONS))
     parser.add_argument("--impl", choices=["auto", "shani", "portable"], default=None)
@@ -189,22 +200,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="share one layer pool: bytes (96GiB) or min, default, max")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if min(args.sectors, args.batch, args.repeat) < 1:
-        parser.error("--sectors, --batch and --repeat must be at least 1")
+    if min(args.sectors, args.batch, args.repeat, args.queue) < 1:
+        parser.error("--sectors, --batch, --queue and --repeat must be at least 1")
     if args.impl is not None:
         use_implementation(args.impl)
     try:
         pool = None if args.pool is None else pool_size(
             args.pool, args.sectors * args.batch, args.nodes * NODE_BYTES)
         result = measure(args.nodes, args.layers, args.sectors, args.repeat, args.api, args.batch,
-                         pool, args.producer)
+                         pool, args.producer, args.queue)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:
         print(json.dumps(dataclasses.asdict(result)))
     else:
         print(
-            f"{result.implementation}: {args.sectors} thread(s) x {args.batch} sector(s) x "
+            f"{result.implementation}: {args.sectors} thread(s) x {args.queue} x "
+            f"{args.batch} sector(s) x "
             f"{'(+ producer) x ' if args.producer else ''}"
             f"{args.layers} layers x "
             f"{args.nodes} nodes in {result.seconds:.3f} s: "

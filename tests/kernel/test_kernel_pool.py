@@ -118,7 +118,7 @@ def test_pool_for_sectors_defaults_and_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv(ENV_POOL_BYTES, raising=False)
     with LayerPool.for_sectors(3, LAYER) as pool:
         assert pool.capacity == 5 * LAYER  # (3N + 1) / 2 x S
-        assert pool.block_bytes == LAYER // 16  # fine enough to keep the half layer
+        assert pool.block_bytes == LAYER // 64  # fine enough to keep the half layer
     monkeypatch.setenv(ENV_POOL_BYTES, str(6 * LAYER))
     with LayerPool.for_sectors(3, LAYER) as pool:
         assert pool.capacity == 6 * LAYER
