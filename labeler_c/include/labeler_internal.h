@@ -92,8 +92,16 @@ static inline const uint8_t *labeler_prev_at(const uint8_t *const *blocks, label
  * per sector the state after the message's first block (replica_id || layer || v). */
 void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
                        const uint8_t *const *parents, const uint32_t (*first)[8]);
-/* 1 if node v's cache row is in range (base parents below v, expander below nodes). */
-int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree);
+/* 1 if node v's cache row is in range (base parents below v, expander below nodes): a
+ * corrupt cache must not make labeling read out of bounds. Inline: it runs per label. */
+static inline int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree) {
+    const uint32_t *p = a->parents + v * LABELER_DEGREE;
+    for (int j = 0; j < LABELER_BASE_DEGREE; j++)
+        if (p[j] >= v) return 0;
+    for (int j = LABELER_BASE_DEGREE; j < degree; j++)
+        if (p[j] >= a->nodes) return 0;
+    return 1;
+}
 /* labeler_label_layer with a producer thread gathering parents (src/producer.c). */
 int labeler_label_piped(const labeler_layer_args *a, int degree);
 

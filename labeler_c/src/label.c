@@ -77,16 +77,6 @@ void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
     }
 }
 
-int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree) {
-    const uint32_t *p = a->parents + v * LABELER_DEGREE;
-    /* Base parents must already be final; a corrupt cache must not read out of bounds. */
-    for (int j = 0; j < LABELER_BASE_DEGREE; j++)
-        if (p[j] >= v) return 0;
-    for (int j = LABELER_BASE_DEGREE; j < degree; j++)
-        if (p[j] >= a->nodes) return 0;
-    return 1;
-}
-
 static int args_ok(const labeler_layer_args *a) {
     if (!a || !a->parents || !a->sectors || a->nsectors == 0 || a->layer < 1 ||
         a->nsectors > LABELER_MAX_BATCH || a->nodes < LABELER_MIN_NODES ||

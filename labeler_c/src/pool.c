@@ -117,31 +117,52 @@ static int admissible(const labeler_pool *p, uint64_t need) {
     return held + need + largest <= p->blocks;
 }
 
-/* Banker's check: after one more block to `job`, can every job finish its layer? */
+/*
+ * Banker's check: after one more block to `job`, can every job finish its layer, in some
+ * order? Finishing takes a job's remaining blocks and returns its previous layer (none in
+ * layer 1), so unlike the classic banker, finishing can leave less free than before, and
+ * the order matters. The best order: first the jobs that return at least what they take
+ * (in any order that fits: they only add), then the others by what they return,
+ * largest first (an exchange argument: swapping two neighbours out of that order never
+ * turns an infeasible sequence feasible). A handful of jobs: O(n^2) is fine.
+ */
 static int safe_to_grant(const labeler_pool *p, const labeler_pool_job *job) {
     if (p->nfree == 0) return 0;
     uint64_t free = p->nfree - 1;
     unsigned njobs = 0;
     for (const labeler_pool_job *j = p->jobs; j; j = j->next) njobs++;
-    /* finished[] marks jobs shown able to finish; a handful of jobs, so O(n^2) is fine. */
     unsigned char finished[njobs ? njobs : 1];
     for (unsigned i = 0; i < njobs; i++) finished[i] = 0;
     unsigned left = njobs;
+    /* Jobs that give back at least what they need, while one fits. */
     for (int progress = 1; left && progress;) {
         progress = 0;
         unsigned i = 0;
         for (const labeler_pool_job *j = p->jobs; j; j = j->next, i++) {
-            if (finished[i]) continue;
             uint64_t rest = j->per_layer - j->ncur - (j == job);
-            if (rest <= free) { /* it takes the rest, then returns its previous layer */
-                free = free - rest + j->nprev;
-                finished[i] = 1;
-                left--;
-                progress = 1;
-            }
+            if (finished[i] || j->nprev < rest || rest > free) continue;
+            free = free - rest + j->nprev;
+            finished[i] = 1;
+            left--;
+            progress = 1;
         }
     }
-    return left == 0;
+    /* The rest, the one returning most first; each must fit when its turn comes. */
+    while (left) {
+        const labeler_pool_job *best = NULL;
+        unsigned best_i = 0, i = 0;
+        for (const labeler_pool_job *j = p->jobs; j; j = j->next, i++)
+            if (!finished[i] && (!best || j->nprev > best->nprev)) {
+                best = j;
+                best_i = i;
+            }
+        uint64_t rest = best->per_layer - best->ncur - (best == job);
+        if (rest > free) return 0;
+        free = free - rest + best->nprev;
+        finished[best_i] = 1;
+        left--;
+    }
+    return 1;
 }
 
 int labeler_pool_join(labeler_pool *p, uint64_t per_layer, uint32_t timeout_ms,

@@ -184,3 +184,28 @@ def test_closing_a_pool_that_still_lends_memory_is_refused() -> None:
         pool.close()
     pool.leave(job)
     pool.close()
+
+
+def test_banker_orders_jobs_that_return_nothing_last() -> None:
+    # Three jobs past layer 1 (each holds a previous layer), one still in layer 1: finishing
+    # that one takes 8 blocks and gives none back, so it must come last in the banker's
+    # sequence. Trying it first made every grant look unsafe and deadlocked 4 sectors.
+    with LayerPool(40 * 64, block_bytes=64) as pool:
+        jobs = [pool.join(1, 8 * 64) for _ in range(4)]
+        for job in jobs[:3]:
+            pool.grow(job, 8)
+            pool.finish_layer(job)
+        pool.grow(jobs[0], 4)
+        assert [pool._safe_to_grant(j) for j in jobs] == [True, True, True, True]
+        for job in jobs:
+            pool.leave(job)
+
+
+def test_many_mixed_jobs_never_deadlock() -> None:
+    # Different layer counts, so jobs in layer 1 meet jobs holding previous layers.
+    jobs = [([bytes([i + 1] * 32)], 2 + i % 4) for i in range(6)]
+    with LayerPool(7 * LAYER, block_bytes=LAYER // 8) as pool:
+        for _ in range(3):
+            got = label_all(pool, jobs)
+            assert pool.free_blocks() == pool.blocks
+    assert got[5] == [labeler_c.label_layers(jobs[5][0][0], POREP, NODES, 3, API)]

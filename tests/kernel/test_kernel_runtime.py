@@ -145,3 +145,20 @@ def test_bench_cli_prints_a_readable_line() -> None:
         "2 thread(s) x 1 sector(s) x 1 layers x 64 nodes" in out.stdout
         and "M labels/s per core" in out.stdout
     )
+
+
+def test_bench_cli_shares_a_pool_and_refuses_one_too_small() -> None:
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "labeler_c.bench", "--nodes", "4096",
+                               "--layers", "2", "--sectors", "2", *args],
+                              capture_output=True, text=True, check=False)
+
+    out = bench("--pool", "default", "--queue", "2", "--producer", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    sector = 4096 * 32
+    assert result["pool_bytes"] == 7 * sector // 2  # (3N + 1) / 2 x S, N = 2
+    assert result["labels"] == 2 * 2 * 4096 * 2 and result["producer"] is True
+    assert result["peak_rss"] > 0 and result["parent_cache_bytes"] == 4096 * 14 * 4
+    small = bench("--pool", str(2 * sector))
+    assert small.returncode == 2 and "needs at least (N+1)·S" in small.stderr
