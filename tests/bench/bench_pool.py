@@ -31,7 +31,8 @@ from bench_labeler import BLOCKS_PER_LABEL, hashlib_bytes_per_s  # same director
 def bench(*args: str) -> dict[str, float]:
     out = subprocess.run([sys.executable, "-m", "labeler_c.bench", "--json", *args],
                          capture_output=True, text=True, check=True)
-    return dict(json.loads(out.stdout))
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
 
 
 def sha_bound(rounds: int) -> float:

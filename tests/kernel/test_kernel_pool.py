@@ -8,7 +8,7 @@ import pytest
 
 import labeler_c
 from labeler_c import LayerPool
-from labeler_c._pool import ENV_POOL_BYTES
+from labeler_c._pool import ENV_POOL_BYTES, PoolJob
 
 POREP, API = bytes([4] * 32), "1.1.0"
 NODES = 1 << 12  # 128 KiB layers
@@ -69,15 +69,21 @@ def test_pool_lends_the_current_layer_block_by_block() -> None:
         assert pool.free_blocks() == 16
 
 
+def two_sectors_one_block_free() -> tuple[LayerPool, PoolJob, PoolJob]:
+    """(N + 1) x S for two sectors, layers of 2 blocks. Both hold a previous layer and a
+    holds half of its current one: one block is free, and only a may take it."""
+    pool = LayerPool(3 * LAYER, block_bytes=LAYER // 2)
+    a, b = pool.join(1, LAYER), pool.join(1, LAYER)
+    for job in (a, b):
+        pool.grow(job, 2)
+        pool.finish_layer(job)
+    pool.grow(a, 1)
+    return pool, a, b
+
+
 def test_banker_refuses_the_block_that_would_deadlock() -> None:
-    # Two sectors in (N + 1) x S = 3 layers of 2 blocks. Both hold a previous layer, a
-    # holds half of its current one: one block is free.
-    with LayerPool(3 * LAYER, block_bytes=LAYER // 2) as pool:
-        a, b = pool.join(1, LAYER), pool.join(1, LAYER)
-        for job in (a, b):
-            pool.grow(job, 2)
-            pool.finish_layer(job)
-        pool.grow(a, 1)
+    pool, a, b = two_sectors_one_block_free()
+    with pool:
         # a needs 1 (then frees 2), b needs 2: given to b, neither could ever finish.
         assert pool._safe_to_grant(a)
         assert not pool._safe_to_grant(b)
@@ -130,12 +136,8 @@ def test_pool_for_sectors_defaults_and_environment(monkeypatch: pytest.MonkeyPat
 def test_a_waiting_job_can_be_cancelled() -> None:
     from labeler_c import PoolWaitCancelled
 
-    with LayerPool(3 * LAYER, block_bytes=LAYER // 2) as pool:
-        a, b = pool.join(1, LAYER), pool.join(1, LAYER)
-        for job in (a, b):
-            pool.grow(job, 2)
-            pool.finish_layer(job)
-        pool.grow(a, 1)  # one block left, and only a may take it (see the banker test)
+    pool, a, b = two_sectors_one_block_free()
+    with pool:
         stop = threading.Event()
         outcome: list[BaseException] = []
 
@@ -159,12 +161,8 @@ def test_a_waiting_job_can_be_cancelled() -> None:
 
 
 def test_waiting_job_gets_memory_when_another_finishes_its_layer() -> None:
-    with LayerPool(3 * LAYER, block_bytes=LAYER // 2) as pool:
-        a, b = pool.join(1, LAYER), pool.join(1, LAYER)
-        for job in (a, b):
-            pool.grow(job, 2)
-            pool.finish_layer(job)
-        pool.grow(a, 1)
+    pool, a, b = two_sectors_one_block_free()
+    with pool:
         t = threading.Thread(target=pool.grow, args=(b, 2))
         t.start()
         t.join(0.3)
