@@ -48,9 +48,8 @@ def test_2kib_and_8mib_sectors_seal_with_real_pc1(pool: Pool) -> None:
         for layer in (1, 2):
             assert (sealed / labeler_c.layer_file_name(layer)).stat().st_size == size
         assert f"t01000/{number}/pc1 attempt 1" in log
-        # two pc1 slots: the layers came from the shared pool, (3N+1)/2 · S in whole blocks
-        # (a block is a whole layer at these sizes)
-        assert f"pool for 2 slots of {size}-byte sectors: {3 * size} bytes" in log
+        # two pc1 slots: the layers came from the shared pool of (3N+1)/2 · S
+        assert f"pool for 2 slots of {size}-byte sectors: {7 * size // 2} bytes" in log
     # and for the 2KiB sector the pure-hashlib reference agrees, byte for byte
     rec = pool.store("t01000").get(small)
     assert rec is not None
