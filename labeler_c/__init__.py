@@ -34,7 +34,13 @@ from labeler_c._label import (
     layer_file_name,
     replica_id,
 )
-from labeler_c._pool import LayerPool, PoolWaitCancelled, pool_capacity, pool_size_from_env
+from labeler_c._pool import (
+    LayerPool,
+    PoolWaitCancelled,
+    huge_page_mode,
+    pool_capacity,
+    pool_size_from_env,
+)
 
 __all__ = [
     "API_VERSIONS",
@@ -49,6 +55,7 @@ __all__ = [
     "cache_dir",
     "commd",
     "ensure_parent_cache",
+    "huge_page_mode",
     "implementation",
     "label_batch",
     "label_layers",

@@ -46,6 +46,21 @@ def pool_size_from_env() -> int | None:
     return None
 
 
+_THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def huge_page_mode(path: str = _THP_MODE) -> str | None:
+    """The kernel's transparent huge page mode (``always``, ``madvise``, ``never``), or None
+    where it cannot be read. Layers get 2 MiB pages unless it is ``never``."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else None
+
+
 def block_bytes_for(sector_bytes: int) -> int:
     """Pool block size for sectors of ``sector_bytes`` (a power of two >= 2 KiB)."""
     return max(32, min(DEFAULT_BLOCK_BYTES, sector_bytes // MIN_BLOCKS_PER_LAYER))

@@ -66,6 +66,7 @@ def run(log_level: str, amqp_url: str | None, redis_url: str | None, namespace: 
                               pc1_slots=pc1_slots, pc1_pool_bytes=cfg.pc1_pool_size)
     if isinstance(pc1 := executors.get(Phase.PC1), Pc1Executor):
         pc1.check_pool(cfg.sector_sizes)  # MEM_POOL_SIZE below (N+1)·S: refuse now
+        pc1.check_pages()
     storage = Storage.from_config(cfg)
     gpus = preflight.check(cfg, source, storage)
     storage.prepare()  # every check passed: create the default directories

@@ -138,6 +138,14 @@ class Pc1Executor:
             return len(ctx.cores) >= 2
         return (os.cpu_count() or 1) >= 2 * self.slots
 
+    def check_pages(self) -> None:
+        """Say at start when layers cannot get 2 MiB pages: random parent reads then pay a
+        page walk each (perf-limits.md: 0.5 instead of 0.6-0.7 of the bound, one core)."""
+        if labeler_c.huge_page_mode() == "never":
+            log.warning("transparent huge pages are off (%s = never): pc1 labels up to a "
+                        "fifth slower; 'madvise' or 'always' lets its layers use 2 MiB pages",
+                        "/sys/kernel/mm/transparent_hugepage/enabled")
+
     def run(self, job: Job, ctx: ExecContext) -> dict[str, Any]:
         if not (ctx.workdir / "ap.json").exists():
             raise NeedsData(f"sector {job.miner}/{job.sector} has no files on {ctx.worker}")

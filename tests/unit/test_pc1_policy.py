@@ -32,3 +32,27 @@ def test_unpinned_slots_need_two_cores_each(monkeypatch: pytest.MonkeyPatch, cpu
                                             slots: int, want: bool) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: cpus)
     assert Pc1Executor(slots=slots).use_producer(BIG, ctx()) is want
+
+
+@pytest.mark.parametrize(("text", "mode"), [("always [madvise] never\n", "madvise"),
+                                            ("always madvise [never]\n", "never"),
+                                            ("garbage\n", None)])
+def test_huge_page_mode_is_read_from_the_kernel_setting(tmp_path: Path, text: str,
+                                                        mode: str | None) -> None:
+    from labeler_c import huge_page_mode
+
+    setting = tmp_path / "enabled"
+    setting.write_text(text)
+    assert huge_page_mode(str(setting)) == mode
+    assert huge_page_mode(str(tmp_path / "missing")) is None
+
+
+def test_worker_warns_when_huge_pages_are_off(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("labeler_c.huge_page_mode", lambda: "never")
+    Pc1Executor().check_pages()
+    assert "transparent huge pages are off" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr("labeler_c.huge_page_mode", lambda: "madvise")
+    Pc1Executor().check_pages()
+    assert caplog.text == ""
