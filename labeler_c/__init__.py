@@ -40,6 +40,7 @@ from labeler_c._pool import (
     huge_page_mode,
     pool_capacity,
     pool_size_from_env,
+    pool_sizes,
 )
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "parents",
     "pool_capacity",
     "pool_size_from_env",
+    "pool_sizes",
     "porep_id",
     "registered_seal_proof",
     "replica_id",

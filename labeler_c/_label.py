@@ -150,7 +150,7 @@ class _Batch:
     def ensure(self, end: int) -> None:
         """The current layer has blocks for nodes [0, end) in every sector (may wait)."""
         want = -(-end // self.block_nodes)
-        have = len(self.job.cur) // self.k
+        have = (self.job.blocks_per_layer - self.job.remaining) // self.k
         if want > have:
             self.pool.grow(self.job, self.k * (want - have), self.cancelled)
             self._set_tables(self.job.cur, self.job.prev)

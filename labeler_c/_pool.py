@@ -66,11 +66,20 @@ def block_bytes_for(sector_bytes: int) -> int:
     return max(32, min(DEFAULT_BLOCK_BYTES, sector_bytes // MIN_BLOCKS_PER_LAYER))
 
 
+def pool_sizes(sectors: int, sector_bytes: int) -> dict[str, int]:
+    """The pool sizes that matter for N sectors of S bytes: ``min`` (N+1)·S, below which
+    not all N can run; ``default`` (3N+1)/2·S; ``max`` 2N·S, two whole layers each."""
+    return {"min": (sectors + 1) * sector_bytes,
+            "default": (3 * sectors + 1) * sector_bytes // 2,
+            "max": 2 * sectors * sector_bytes}
+
+
 def pool_capacity(sectors: int, sector_bytes: int, configured: int | None = None) -> int:
     """The pool size for ``sectors`` slots: ``configured``, else $MEM_POOL_SIZE, else the
     default (3N+1)/2 · S. Below the minimum (N+1) · S it raises, naming the minimum."""
-    floor = (sectors + 1) * sector_bytes
-    capacity = configured or pool_size_from_env() or (3 * sectors + 1) * sector_bytes // 2
+    sizes = pool_sizes(sectors, sector_bytes)
+    floor = sizes["min"]
+    capacity = configured or pool_size_from_env() or sizes["default"]
     if capacity < floor:
         raise ValueError(
             f"a pool for {sectors} sectors of {sector_bytes} bytes needs at least "

@@ -11,7 +11,7 @@ the threads can use; ``labels_per_cpu_s`` by the CPU time spent.
 ``min``, ``default``, ``max`` for (N+1)·S, (3N+1)/2·S, 2N·S with N = K·B sectors); without
 it each thread has its own 2·B·S. Memory: peak RSS of the process, the parent cache's
 share of it (a file mapping), and the peak of the layer memory (anonymous RSS above what
-the process held before labeling, sampled every few milliseconds).
+the process held before labeling, sampled every 50 ms).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import time
 from broker_topology.units import parse_bytes
 from labeler_c._cache import ensure_parent_cache
 from labeler_c._dispatch import implementation, use_implementation
-from labeler_c._graph import API_VERSIONS, NODE_BYTES, Graph, default_threads
+from labeler_c._graph import API_VERSIONS, NODE_BYTES, PARENT_ROW_BYTES, Graph, default_threads
 from labeler_c._label import _label
-from labeler_c._pool import LayerPool, block_bytes_for, pool_capacity
+from labeler_c._pool import LayerPool, block_bytes_for, pool_capacity, pool_sizes
 
 _POREP_ID = bytes([0x7B] * 32)
 
@@ -73,9 +73,7 @@ class _AnonPeak:
 
 def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
     """``min``/``default``/``max`` for N sectors, or a size; refused below (N+1)·S."""
-    named = {"min": (sectors + 1) * sector_bytes,
-             "default": (3 * sectors + 1) * sector_bytes // 2,
-             "max": 2 * sectors * sector_bytes}
+    named = pool_sizes(sectors, sector_bytes)
     return pool_capacity(sectors, sector_bytes, named.get(text) or parse_bytes(text))
 
 
@@ -179,7 +177,7 @@ def measure(
         labels_per_cpu_s=labels / max(cpu_seconds, 1e-9),
         pool_bytes=None if pool is None else pool.capacity,
         peak_rss=_status_kib("VmHWM") * 1024,
-        parent_cache_bytes=nodes * 14 * 4,
+        parent_cache_bytes=nodes * PARENT_ROW_BYTES,
         layer_memory_peak=(anon.peak - base) * 1024,
     )
 

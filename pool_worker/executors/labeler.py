@@ -123,7 +123,7 @@ class Pc1Executor:
         if configured is None:
             return
         largest = max(sizes)
-        floor = (self.slots + 1) * largest
+        floor = labeler_c.pool_sizes(self.slots, largest)["min"]
         if configured < floor:
             key = "pc1_pool_size" if self.pool_bytes else "MEM_POOL_SIZE"
             raise ValueError(f"{key} is {configured} bytes; {self.slots} pc1 slots of "
