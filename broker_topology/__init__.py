@@ -17,7 +17,7 @@ from .errors import (
     TopologyMismatch,
     Unroutable,
 )
-from .link import Delivery, Link, Session, connect_blocking
+from .link import Link, connect_blocking
 from .messages import (
     CLAIM_ORDER,
     LOCAL_PHASES,
@@ -35,13 +35,45 @@ from .messages import (
 from .naming import POOL_ORIGIN, Names, parse_routing_key, routing_key
 from .settings import PoolSettings
 from .topology import Topology, miner_topology, pool_topology, worker_topology
+from .transport import Delivery, Session, Transport
 
 __all__ = [
-    "CLAIM_ORDER", "LOCAL_PHASES", "PIPELINE", "POOL_ORIGIN",
-    "BrokerError", "BrokerUnreachable", "ConfigError", "Delivery", "DeliveryLost",
-    "ErrorClass", "Job", "JobError", "Lane", "Link", "MessageError", "Names", "NeedsData",
-    "Outcome", "PermanentError", "Phase", "PoolSettings", "Progress", "Result",
-    "SealpoolError", "SectorClass", "Session", "TemporaryError", "Topology",
-    "TopologyMismatch", "Unroutable", "connect_blocking", "job_id", "miner_topology",
-    "parse_routing_key", "pool_topology", "routing_key", "worker_topology",
+    "CLAIM_ORDER",
+    "LOCAL_PHASES",
+    "PIPELINE",
+    "POOL_ORIGIN",
+    "BrokerError",
+    "BrokerUnreachable",
+    "ConfigError",
+    "Delivery",
+    "DeliveryLost",
+    "ErrorClass",
+    "Job",
+    "JobError",
+    "Lane",
+    "Link",
+    "MessageError",
+    "Names",
+    "NeedsData",
+    "Outcome",
+    "PermanentError",
+    "Phase",
+    "PoolSettings",
+    "Progress",
+    "Result",
+    "SealpoolError",
+    "SectorClass",
+    "Session",
+    "TemporaryError",
+    "Topology",
+    "TopologyMismatch",
+    "Transport",
+    "Unroutable",
+    "connect_blocking",
+    "job_id",
+    "miner_topology",
+    "parse_routing_key",
+    "pool_topology",
+    "routing_key",
+    "worker_topology",
 ]

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pika
@@ -30,12 +31,23 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
+from .declare import declare
 from .errors import BrokerUnreachable, DeliveryLost, Unroutable
+from .topology import Topology
+from .transport import Delivery, OnMessage, Session
+
+__all__ = ["AmqpSession", "Delivery", "Link", "Session", "connect_blocking", "settle"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_S = 30
+#: Seconds for TCP connect plus the whole AMQP handshake. A broker out of file descriptors
+#: accepts TCP and then never answers: without a bound, a connect hangs for ever.
+CONNECT_TIMEOUT_S = 15
+#: Exit status of a process whose I/O thread died: its supervisor must restart it, since
+#: a process that heartbeats to Redis without a broker connection looks healthy and is not.
+EXIT_IO_THREAD = 70
 #: Errors after which the connection is rebuilt (anything else is the caller's problem).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPConnectionError,
@@ -46,28 +58,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Delivery:
-    generation: int
-    channel_key: str
-    incarnation: int
-    tag: int
-    routing_key: str
-    exchange: str
-    redelivered: bool
-    properties: pika.BasicProperties = field(compare=False)
-
-    @property
-    def headers(self) -> dict[str, Any]:
-        return dict(self.properties.headers or {})
-
-    @property
-    def delivery_count(self) -> int:
-        return int(self.headers.get("x-delivery-count", 0))
-
-
-class Session:
-    """The live connection as seen from the I/O thread (only use it inside `call`)."""
+class AmqpSession:
+    """The live pika connection as seen from the I/O thread (implements `Session`)."""
 
     def __init__(self, connection: BlockingConnection, generation: int) -> None:
         self.connection = connection
@@ -103,9 +95,13 @@ class Session:
                     del self._channels[key]
 
     def delivery(self, key: str, method: Any, properties: pika.BasicProperties) -> Delivery:
+        headers = properties.headers if isinstance(properties.headers, dict) else {}
         return Delivery(self.generation, key, self._incarnations.get(key, 0),
-                        method.delivery_tag, method.routing_key, method.exchange,
-                        bool(method.redelivered), properties)
+                        method.delivery_tag, str(method.routing_key), str(method.exchange),
+                        bool(method.redelivered), dict(headers),
+                        _str_or_none(properties.reply_to),
+                        _str_or_none(properties.correlation_id),
+                        _str_or_none(properties.message_id))
 
     def _live_channel_for(self, d: Delivery) -> BlockingChannel:
         ch = self._channels.get(d.channel_key)
@@ -114,11 +110,60 @@ class Session:
             raise DeliveryLost(f"delivery {d.tag} on {d.channel_key} is gone (requeued)")
         return ch
 
+    def declare(self, topology: Topology) -> None:
+        declare(self.connection, topology)
+
     def ack(self, d: Delivery) -> None:
         self._live_channel_for(d).basic_ack(d.tag)
 
     def reject(self, d: Delivery, requeue: bool) -> None:
         self._live_channel_for(d).basic_reject(d.tag, requeue=requeue)
+
+    def get(self, channel_key: str, queue: str) -> tuple[Delivery, bytes] | None:
+        try:
+            method, props, body = self.channel(channel_key).basic_get(queue, auto_ack=False)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            return None  # queue gone (an expired home queue); the channel reopens next use
+        if method is None:
+            return None
+        return self.delivery(channel_key, method, props), bytes(body)
+
+    def ready_count(self, queue: str) -> int:
+        try:
+            return int(self.channel("probe").queue_declare(queue, passive=True)
+                       .method.message_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0  # queue gone; the channel reopens on next use
+
+    def consume(self, key: str, queue: str, on_message: OnMessage, *, prefetch: int = 0,
+                auto_ack: bool = False, bindings: Sequence[tuple[str, str]] = ()) -> None:
+        def setup(ch: BlockingChannel) -> None:
+            if prefetch:
+                ch.basic_qos(prefetch_count=prefetch)
+            name = queue
+            if not name:
+                name = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
+                for exchange, routing_key in bindings:
+                    ch.queue_bind(name, exchange, routing_key=routing_key)
+            def deliver(_c: Any, m: Any, p: pika.BasicProperties, b: bytes) -> None:
+                d = self.delivery(key, m, p)
+                try:
+                    on_message(d, bytes(b))
+                except CONNECTION_ERRORS:
+                    raise
+                except Exception:
+                    # That message fails, not the connection: it goes to the queue's
+                    # dead-letter exchange (if any) instead of killing the I/O thread.
+                    log.exception("consumer %s failed on a message; rejecting it", key)
+                    if not auto_ack:
+                        with contextlib.suppress(Exception):
+                            ch.basic_reject(m.delivery_tag, requeue=False)
+
+            ch.basic_consume(name, deliver, auto_ack=auto_ack)
+
+        self.channel(key, setup)
 
     def publish(self, exchange: str, routing_key: str, body: bytes, *,
                 headers: dict[str, Any] | None = None, message_id: str | None = None,
@@ -142,6 +187,10 @@ class Session:
             raise Unroutable(f"broker refused {exchange} / {routing_key} (nack)") from None
 
 
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 @dataclass
 class _Call:
     fn: Callable[[Session], Any]
@@ -156,11 +205,15 @@ class Link:
     def __init__(self, url: str, *, name: str,
                  on_connect: Callable[[Session], None] | None = None,
                  on_tick: Callable[[Session], None] | None = None,
-                 heartbeat: int = HEARTBEAT_S, tick_s: float = 0.25) -> None:
+                 heartbeat: int = HEARTBEAT_S, tick_s: float = 0.25,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self._params = pika.URLParameters(url)
         self._params.heartbeat = heartbeat
         self._params.blocked_connection_timeout = 60
         self._params.connection_attempts = 1
+        self._params.socket_timeout = CONNECT_TIMEOUT_S
+        self._params.stack_timeout = CONNECT_TIMEOUT_S
+        self._on_fatal = on_fatal or _exit_process
         self._params.client_properties = {"connection_name": name}
         self._url = url
         self.name = name
@@ -181,7 +234,7 @@ class Link:
         if wait_s is not None and not self.connected.wait(wait_s):
             self.stop()
             raise BrokerUnreachable(f"cannot reach RabbitMQ at {_safe(self._url)}: "
-                                    f"{self.last_error or 'timed out'}")
+                                    f"{self.last_error or _HANDSHAKE_HINT}")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -230,17 +283,29 @@ class Link:
 
     def _log_retry(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self.last_error = f"{type(exc).__name__}: {exc}" if exc else "unknown"
+        self.last_error = describe_connect_error(exc) if exc else "unknown"
         log.warning("%s: broker unreachable (%s); retrying", self.name, self.last_error)
 
     def _run(self) -> None:
+        """The thread's body: if anything escapes the loop, the process must not go on
+        without its broker connection (see EXIT_IO_THREAD)."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            log.critical("%s: AMQP I/O thread died: %s: %s", self.name, type(exc).__name__,
+                         exc, exc_info=True)
+            self.connected.clear()
+            self._fail_pending(BrokerUnreachable("I/O thread died"))
+            self._on_fatal(exc)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 conn = self._connect()
             except CONNECTION_ERRORS:
                 break  # only when stopping
             self._generation += 1
-            session = Session(conn, self._generation)
+            session = AmqpSession(conn, self._generation)
             self._connection = conn
             try:
                 if self._on_connect is not None:
@@ -252,7 +317,7 @@ class Link:
                     session.check_channels()
                     self._run_calls(session)
                     if self._on_tick is not None:
-                        self._on_tick(session)
+                        self._tick(session)
                 self._run_calls(session)  # flush what was asked before stop
             except CONNECTION_ERRORS as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -266,6 +331,16 @@ class Link:
                 except Exception:  # already broken
                     pass
         self._fail_pending(BrokerUnreachable("link stopped"))
+
+    def _tick(self, session: Session) -> None:
+        """on_tick, where one failure is that tick's only (a bad message is the consumer's
+        to park; anything else is logged and the next tick tries again)."""
+        try:
+            self._on_tick(session)  # type: ignore[misc]
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.exception("%s: tick failed; continuing", self.name)
 
     def _run_calls(self, session: Session) -> None:
         retry: list[_Call] = []
@@ -302,6 +377,30 @@ class Link:
                 call.future.set_exception(exc)
 
 
+_HANDSHAKE_HINT = ("no AMQP handshake within the connect timeout: a broker that accepts TCP "
+                   "but never answers is most often out of file descriptors (see README, "
+                   "Broker limits)")
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """One line: what failed, and the likely cause where the error alone does not say."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    lowered = text.lower()
+    if "timeout" in lowered or "timed out" in lowered:
+        return f"{text} ({_HANDSHAKE_HINT})"
+    if "refused" in lowered:
+        return f"{text} (is RabbitMQ running and listening there?)"
+    if "access_refused" in lowered or "probableauthenticationerror" in lowered:
+        return f"{text} (wrong user or password for this vhost?)"
+    return text
+
+
+def _exit_process(exc: BaseException) -> None:
+    """Default on_fatal: end the whole process now (threads cannot be joined reliably)."""
+    logging.shutdown()
+    os._exit(EXIT_IO_THREAD)
+
+
 def _safe(url: str) -> str:
     """The URL without its password, for messages and logs."""
     params = pika.URLParameters(url)
@@ -327,8 +426,9 @@ def connect_blocking(url: str, name: str, attempts: int = 3) -> BlockingConnecti
     params.connection_attempts = attempts
     params.retry_delay = 0.5
     params.socket_timeout = 5
+    params.stack_timeout = CONNECT_TIMEOUT_S
     try:
         return BlockingConnection(params)
     except CONNECTION_ERRORS as exc:
         raise BrokerUnreachable(f"cannot reach RabbitMQ at {_safe(url)}: "
-                                f"{type(exc).__name__} {exc}".strip()) from None
+                                f"{describe_connect_error(exc)}") from None

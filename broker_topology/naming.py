@@ -7,6 +7,7 @@ the target worker's name for follow-ups that must run where the sector's files a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .messages import Lane, Phase
 
@@ -71,6 +72,104 @@ class Names:
 
     def redis_key(self, *parts: object) -> str:
         return ":".join([self.namespace, *(str(p) for p in parts)])
+
+    # -- Redis keys both sides read: one spelling each ------------------------------------
+    def attempt_key(self, kind: str, job_id: str, attempt: int) -> str:
+        """`<ns>:<kind>:<job_id>#<attempt>`: lease, done, epoch, starts, running."""
+        return self.redis_key(kind, attempt_ref(job_id, attempt))
+
+    def lease_key(self, job_id: str, attempt: int) -> str:
+        """The lease: `<holder>|<epoch>` while a worker runs the attempt (PX, renewed)."""
+        return self.attempt_key("lease", job_id, attempt)
+
+    def done_key(self, job_id: str, attempt: int) -> str:
+        """The done marker: the recorded Result JSON, written only by the epoch's holder."""
+        return self.attempt_key("done", job_id, attempt)
+
+    def epoch_key(self, job_id: str, attempt: int) -> str:
+        """The fencing token: incremented by every lease grant; a result is accepted only
+        when it carries the current value."""
+        return self.attempt_key("epoch", job_id, attempt)
+
+    def starts_key(self, job_id: str, attempt: int) -> str:
+        """How many times the attempt was started without finishing (crash count)."""
+        return self.attempt_key("starts", job_id, attempt)
+
+    def instance_key(self, instance: str) -> str:
+        """Exists while a worker process instance is alive (TTL of a few heartbeats): a
+        lease held by an instance without one may be taken over."""
+        return self.redis_key("instance", instance)
+
+    def blob_key(self, digest: str) -> str:
+        """Phase outputs too large to travel inline, by SHA-256 of their JSON."""
+        return self.redis_key("blob", digest)
+
+    @property
+    def generation_key(self) -> str:
+        """A random id written once per Redis dataset: gone means Redis was wiped."""
+        return self.redis_key("generation")
+
+    @property
+    def registry_index(self) -> str:
+        """Sorted set of worker names by last heartbeat (Redis TIME)."""
+        return self.redis_key("workers")
+
+    def worker_key(self, worker: str) -> str:
+        """A worker's registry entry (WorkerStatus JSON)."""
+        return self.redis_key("worker", worker)
+
+    # -- the miner's keys (miner_publisher/store.py says what each holds) -----------------
+    def miner_key(self, kind: MinerKey, miner: str, *rest: object) -> str:
+        """`<ns>:<kind>:<miner>[:<rest>...]`, e.g. `<ns>:sector:t01000:7`."""
+        return self.redis_key(kind.value, miner, *rest)
+
+    @property
+    def deadletters_key(self) -> str:
+        """Hash: dead-letter id -> entry JSON (what q.poison received)."""
+        return self.redis_key("deadletters")
+
+    @property
+    def durations_key(self) -> str:
+        """Hash: `<phase>:<size>` -> observed mean duration, shared by all miners."""
+        return self.redis_key("durations")
+
+
+class MinerKey(StrEnum):
+    """Kinds of per-miner Redis keys (see `Names.miner_key`)."""
+
+    SECTOR = "sector"  # hash per sector: the record
+    HISTORY = "history"  # list per sector: one JSON entry per finished attempt
+    SECTORS = "sectors"  # zset: number -> created_at
+    SEQ = "seq"  # counter: last sector number allocated
+    OUTBOX = "outbox"  # hash: `<job_id>#<attempt>` -> envelope JSON
+    OUTBOX_CLAIMS = "outbox-claims"  # hash: outbox key -> `<instance>|<until ms, Redis TIME>`
+    DUE = "due"  # zset: number -> time its chain step completes
+    PENDING = "pending"  # zset: sectors not yet admitted
+    INFLIGHT = "inflight"  # set: sectors with a job in the pool
+    INFLIGHT_DEAL = "inflight-deal"  # set: deal sectors of INFLIGHT
+    PUBLISHED = "published"  # set: sectors whose job the broker confirmed
+    STATS = "stats"  # hash: counters
+    PARKED = "parked"  # set: dead-letter ids of this miner's jobs not yet acted on
+    PLEDGE_LOCK = "pledge-lock"  # one pledging instance at a time
+
+
+def attempt_ref(job_id: str, attempt: int) -> str:
+    """`<job_id>#<attempt>`: how one attempt is named in keys, outboxes and dead letters."""
+    return f"{job_id}#{attempt}"
+
+
+def lease_holder(value: str) -> str:
+    """The worker name in a lease value `<worker>/<instance>/<slot>|<epoch>`."""
+    return value.split("/", 1)[0]
+
+
+#: Header the `delay` (headers) exchange routes on.
+DELAY_HEADER = "delay"
+
+
+def delay_headers(seconds: int) -> dict[str, str]:
+    """Headers that send a message through the delay queue of `seconds` (a bucket)."""
+    return {DELAY_HEADER: f"{seconds}s"}
 
 
 def routing_key(origin: str, phase: Phase, lane: Lane | str, miner: str) -> str:

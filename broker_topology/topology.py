@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .messages import LANE_PRIORITY, LOCAL_PHASES, PIPELINE, Lane, Phase
-from .naming import Names
+from .naming import Names, delay_headers
 from .settings import PoolSettings
 
 
@@ -120,7 +120,7 @@ def pool_topology(settings: PoolSettings) -> Topology:
         name = n.delay_queue(seconds)
         queues.append(Queue(name, quorum_args(delivery_limit=settings.delivery_limit,
                                               dead_letter_exchange=n.local, ttl_s=seconds)))
-        bindings.append(Binding(n.delay, name, "", {"x-match": "all", "delay": f"{seconds}s"}))
+        bindings.append(Binding(n.delay, name, "", {"x-match": "all", **delay_headers(seconds)}))
     queues.append(Queue(n.poison_queue, quorum_args(delivery_limit=100)))
     bindings.append(Binding(n.poison, n.poison_queue))
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))

@@ -78,7 +78,7 @@ def run(log_level: str, amqp_url: str | None, redis_url: str | None, namespace: 
 
     def on_signal(*_: Any) -> None:
         stop.set()
-        if not started.is_set() and not worker.link.connected.is_set():
+        if not started.is_set() and not worker.transport.connected.is_set():
             raise _StoppedBeforeStart  # out of start()'s wait for the broker
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,7 +87,7 @@ def run(log_level: str, amqp_url: str | None, redis_url: str | None, namespace: 
         try:
             worker.start()
         except _StoppedBeforeStart:
-            worker.link.stop()
+            worker.transport.stop()
             log.info("worker %s stopped before reaching the broker", cfg.name)
             return
         started.set()

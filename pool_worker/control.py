@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import pika
-
 from broker_topology.control import (
     ERROR_CHARS,
     ControlOp,
@@ -30,9 +28,8 @@ from broker_topology.errors import MessageError
 from .slots import Slot, SlotState
 
 if TYPE_CHECKING:
-    from pika.adapters.blocking_connection import BlockingChannel
-
     from broker_topology.naming import Names
+    from broker_topology.transport import Delivery, Session
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +109,7 @@ class Controller:
         job = slot.job
         if job is not None and slot.state is SlotState.BUSY:
             if now:
-                slot.cancel.set()  # the executor stops; the runtime rejects with requeue
+                slot.cancel.set()  # the executor stops; the runner hands it back
                 message += f"; handing back {job.job_id}"
             else:
                 message += f"; {job.job_id} runs to its end first"
@@ -133,21 +130,16 @@ class Controller:
                 f"{', '.join(sorted(p.value for p in slot.phases))}")
 
 
-def control_channel(controller: Controller, names: Names, worker: str
-                    ) -> Callable[[BlockingChannel], None]:
-    """Setup of the worker's control channel (runs on every (re)open, on the I/O thread):
-    an exclusive queue bound with the worker's name; replies go to `reply_to`."""
+def consume_control(session: Session, controller: Controller, names: Names,
+                    worker: str) -> None:
+    """The worker's control consumer (set up again after every reconnect): a private
+    queue bound with the worker's name; replies go to `reply_to`."""
 
-    def on_request(ch: BlockingChannel, _method: Any, props: pika.BasicProperties,
-                   body: bytes) -> None:
+    def on_request(delivery: Delivery, body: bytes) -> None:
         reply = controller.handle_bytes(body)
-        if props.reply_to:
-            ch.basic_publish("", props.reply_to, reply.to_bytes(), pika.BasicProperties(
-                content_type="application/json", correlation_id=props.correlation_id))
+        if delivery.reply_to:
+            session.publish("", delivery.reply_to, reply.to_bytes(), persistent=False,
+                            confirm=False, correlation_id=delivery.correlation_id)
 
-    def setup(ch: BlockingChannel) -> None:
-        queue = ch.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        ch.queue_bind(queue, names.control, routing_key=control_key(worker))
-        ch.basic_consume(queue, on_request, auto_ack=True)
-
-    return setup
+    session.consume("control", "", on_request, auto_ack=True,
+                    bindings=[(names.control, control_key(worker))])

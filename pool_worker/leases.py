@@ -1,14 +1,23 @@
-"""Redis leases and done markers: the application half of "nothing done twice".
+"""Redis leases with fencing tokens: the application half of "nothing done twice".
 
-lease:<job>#<attempt> = "<worker>/<instance>"  (SET NX PX, renewed while the job runs)
-done:<job>#<attempt>  = the Result JSON        (kept 7 days, republished on redelivery)
+Keys (spelled in broker_topology.naming):
+  lease:<job>#<attempt>   "<worker>/<instance>/<slot>|<epoch>" while a slot runs it (PX)
+  epoch:<job>#<attempt>   the fencing token, INCRed by every grant
+  done:<job>#<attempt>    the recorded Result JSON, written only under the current epoch
+  starts:<job>#<attempt>  grants that never finished (a crash loop is parked)
+  instance:<instance>     this process is alive (refreshed by the keeper, TTL of a few beats)
 
-The unacked delivery is the broker's lease; this one survives a lost channel, so a copy
-redelivered while the first holder still runs is deferred instead of run twice."""
+A lease is taken over only when it expired or its instance is gone, so a redelivered copy
+of a job still running anywhere, this process included, is deferred instead of run beside
+it. The miner accepts a result only when it carries the current epoch, and the done marker
+is written only under it: a worker frozen past its lease (SIGSTOP, a VM pause) can neither
+record nor deliver a result once another worker was granted the attempt."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from importlib.resources import files
 from typing import TYPE_CHECKING
 
 from broker_topology.messages import Job
@@ -18,29 +27,38 @@ if TYPE_CHECKING:
 
     from broker_topology.naming import Names
 
+#: Done markers and counters outlive any redelivery of the attempt.
 DONE_TTL_S = 7 * 86400
 
-# Renew our leases; one that expired (Redis was away longer than the TTL) is taken back
-# unless someone else took it meanwhile. Returns the keys held by someone else.
-_RENEW = """
-local lost = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2])
-  elseif not v then redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
-  else table.insert(lost, k) end
-end
-return lost
-"""
-_FINISH = """
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+
+def _script(name: str) -> str:
+    return files("pool_worker").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A lease we hold: the job attempt, our lease value and its fencing token."""
+
+    job_id: str
+    attempt: int
+    value: str
+    epoch: int
+    #: Grants of this attempt so far, this one included, that did not finish.
+    starts: int
+
+
+@dataclass(frozen=True)
+class Done:
+    """The attempt was already recorded: its Result JSON."""
+
+    result: bytes
+
+
+@dataclass(frozen=True)
+class Held:
+    """Someone alive holds the attempt: `<worker>/<instance>/<slot>`."""
+
+    holder: str
 
 
 class Leases:
@@ -49,71 +67,82 @@ class Leases:
         self.r = client
         self.names = names
         self.worker = worker
-        self.holder = f"{worker}/{instance}"
+        self.instance = instance
         self.ttl_ms = int(ttl_s * 1000)
-        self._held: set[str] = set()
+        self._held: dict[str, Grant] = {}
         self._lock = threading.Lock()
-        self._renew = client.register_script(_RENEW)
-        self._finish = client.register_script(_FINISH)
-        self._release = client.register_script(_RELEASE)
+        self._acquire = client.register_script(_script("acquire.lua"))
+        self._renew = client.register_script(_script("renew.lua"))
+        self._finish = client.register_script(_script("finish.lua"))
+        self._release = client.register_script(_script("release.lua"))
 
-    def _key(self, kind: str, job: Job) -> str:
-        return self.names.redis_key(kind, f"{job.job_id}#{job.attempt}")
+    def holder(self, slot: int) -> str:
+        return f"{self.worker}/{self.instance}/{slot}"
 
-    def done_result(self, job: Job) -> bytes | None:
-        raw = self.r.get(self._key("done", job))
-        return raw.encode() if isinstance(raw, str) else raw
+    def alive(self, ttl_s: float) -> None:
+        """Say this process is alive for `ttl_s` (the keeper calls it every beat)."""
+        self.r.set(self.names.instance_key(self.instance), self.worker,
+                   px=max(1, int(ttl_s * 1000)))
 
-    def acquire(self, job: Job) -> str | None:
-        """None if the lease is ours now; else who holds it. A lease left by an earlier
-        process of this same worker (it restarted) is taken over: that process is gone."""
-        key = self._key("lease", job)
-        if not self.r.set(key, self.holder, nx=True, px=self.ttl_ms):
-            holder = self.r.get(key)
-            if holder is not None and holder != self.holder and (
-                    not str(holder).startswith(f"{self.worker}/")):
-                return str(holder)
-            self.r.set(key, self.holder, px=self.ttl_ms)
+    def gone(self) -> None:
+        """A clean stop: our leases may be taken over at once."""
+        self.r.delete(self.names.instance_key(self.instance))
+
+    def acquire(self, job: Job, slot: int) -> Grant | Done | Held:
+        n = self.names
+        status, *rest = self._acquire(
+            keys=[n.lease_key(job.job_id, job.attempt), n.done_key(job.job_id, job.attempt),
+                  n.epoch_key(job.job_id, job.attempt), n.starts_key(job.job_id, job.attempt)],
+            args=[self.holder(slot), self.ttl_ms, n.instance_key(""), DONE_TTL_S])
+        if status == "done":
+            return Done(str(rest[0]).encode())
+        if status == "held":
+            return Held(str(rest[0]))
+        epoch, starts = int(rest[0]), int(rest[1])
+        grant = Grant(job.job_id, job.attempt, f"{self.holder(slot)}|{epoch}", epoch, starts)
         with self._lock:
-            self._held.add(key)
-        return None
+            self._held[self.lease_key(grant)] = grant
+        return grant
+
+    def lease_key(self, grant: Grant) -> str:
+        return self.names.lease_key(grant.job_id, grant.attempt)
 
     def renew(self) -> set[str]:
-        """Extend every lease we hold; returns the lease keys another worker now holds."""
+        """Extend every lease we hold; returns the lease keys that are no longer ours."""
         with self._lock:
-            keys = list(self._held)
-        if not keys:
+            grants = list(self._held.values())
+        if not grants:
             return set()
-        lost = set(self._renew(keys=keys, args=[self.holder, self.ttl_ms]))
+        keys: list[str] = []
+        args: list[str | int] = [self.ttl_ms]
+        for g in grants:
+            keys += [self.lease_key(g), self.names.epoch_key(g.job_id, g.attempt)]
+            args += [g.value, g.epoch]
+        lost = {str(k) for k in self._renew(keys=keys, args=args)}
         with self._lock:
-            self._held -= lost
+            for key in lost:
+                self._held.pop(key, None)
         return lost
 
-    def lease_key(self, job: Job) -> str:
-        return self._key("lease", job)
+    def finish(self, grant: Grant, result: bytes) -> bool:
+        """Record the result and drop the lease in one step; False when fenced off (the
+        attempt was granted to someone else since): the result must then be dropped."""
+        n = self.names
+        ok = self._finish(
+            keys=[self.lease_key(grant), n.done_key(grant.job_id, grant.attempt),
+                  n.epoch_key(grant.job_id, grant.attempt),
+                  n.starts_key(grant.job_id, grant.attempt)],
+            args=[grant.value, grant.epoch, result.decode(), DONE_TTL_S])
+        self._forget(grant)
+        return int(ok) == 1
 
-    def count_start(self, job: Job) -> int:
-        """How many times this attempt was started on the pool (this start included)."""
-        key = self._key("starts", job)
-        pipe = self.r.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, DONE_TTL_S)
-        return int(pipe.execute()[0])
+    def release(self, grant: Grant) -> None:
+        """Give the lease up without a result (hand-back): not counted as a start."""
+        self._release(keys=[self.lease_key(grant),
+                            self.names.starts_key(grant.job_id, grant.attempt)],
+                      args=[grant.value])
+        self._forget(grant)
 
-    def uncount_start(self, job: Job) -> None:
-        """A clean hand-back (drain, pause --now) is not a crash."""
-        self.r.decr(self._key("starts", job))
-
-    def finish(self, job: Job, result: bytes) -> None:
-        """Record the result and drop the lease in one step."""
-        key = self._key("lease", job)
-        self._finish(keys=[key, self._key("done", job)],
-                     args=[self.holder, result.decode(), DONE_TTL_S])
+    def _forget(self, grant: Grant) -> None:
         with self._lock:
-            self._held.discard(key)
-
-    def release(self, job: Job) -> None:
-        key = self._key("lease", job)
-        self._release(keys=[key], args=[self.holder])
-        with self._lock:
-            self._held.discard(key)
+            self._held.pop(self.lease_key(grant), None)

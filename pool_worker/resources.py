@@ -3,7 +3,7 @@
 The claim is a `basic.get` that happens before the job is decoded, so the sector size is
 unknown when a slot decides whether to claim. A slot therefore checks against the largest
 sector size the worker is configured to take (`sector_sizes`); a job of a size it does not
-take is sent back through the delay exchange without running (see Worker._claim_into).
+take is sent back through the delay exchange without running (see consumer.py).
 The other way, decoding and then handing the job back, would reject it: on a quorum queue
 every reject counts toward the delivery limit, and a job refused a few times would end in
 the poison queue although nothing was wrong with it.

@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from broker_topology.link import Delivery
 from broker_topology.messages import Job, Phase
+from broker_topology.transport import Delivery
 
 from .claimer import candidate_queues
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from broker_topology.naming import Names
 
     from .config import WorkerSettings
+    from .leases import Grant
     from .storage import Storage
 
 
@@ -39,6 +40,8 @@ class Slot:
     delivery: Delivery | None = None
     started_at: float | None = None
     last_error: str | None = None
+    #: The lease of the running job, once granted.
+    grant: Grant | None = None
     #: Set by the keeper when another worker holds this job's lease now.
     lease_lost: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -82,16 +85,8 @@ class Slot:
         self.inbox.put((delivery, job))
 
     def release(self) -> None:
+        self.job = self.delivery = self.started_at = self.grant = None
         self.state = SlotState.IDLE
-        self.job = self.delivery = self.started_at = None
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "index": self.index, "phases": sorted(p.value for p in self.phases),
-            "state": self.state.value, "job": self.job.job_id if self.job else None,
-            "attempt": self.job.attempt if self.job else None,
-            "started_at": self.started_at, "last_error": self.last_error,
-        }
 
 
 def build_slots(cfg: WorkerSettings, names: Names, storage: Storage) -> list[Slot]:

@@ -28,10 +28,12 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker_topology.blobs import MAX_BLOB_BYTES
 from broker_topology.errors import JobError, NeedsData, PermanentError, TemporaryError
 from broker_topology.messages import Job
 
@@ -43,10 +45,23 @@ EXIT_NEEDS_DATA = 66  # EX_NOINPUT: the sector's files are not on this worker
 EXIT_TEMPORARY = 75  # EX_TEMPFAIL: try again later
 EXIT_CLASSES: dict[int, type[JobError]] = {
     EXIT_PERMANENT: PermanentError, EXIT_NEEDS_DATA: NeedsData, EXIT_TEMPORARY: TemporaryError}
-#: Outputs travel in the Result (at most 64 KiB on the wire, with everything else).
-MAX_STDOUT_BYTES = 32 * 1024
+#: Outputs over a few KiB travel by reference (broker_topology.blobs), up to its limit.
+MAX_STDOUT_BYTES = MAX_BLOB_BYTES
 STDERR_CHARS = 2000
 _POLL_S = 0.1
+#: Process groups of processors running now, so a stopping worker can kill them all:
+#: a processor must never outlive its worker (its job is requeued and would run twice).
+_groups: set[int] = set()
+_groups_lock = threading.Lock()
+
+
+def kill_all_groups() -> int:
+    """SIGKILL every processor group still running; returns how many there were."""
+    with _groups_lock:
+        groups = list(_groups)
+    for pgid in groups:
+        _kill_group(pgid, signal.SIGKILL)
+    return len(groups)
 
 
 @dataclass
@@ -70,11 +85,15 @@ class ExternalExecutor:
                                     cwd=ctx.workdir, env=env, start_new_session=True)
         except OSError as exc:  # this worker's setup, not the sector: another may run it
             raise TemporaryError(f"cannot start {self.command[0]}: {exc}") from None
+        with _groups_lock:
+            _groups.add(proc.pid)
         limit = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         try:
             out, err = self._wait(proc, request, ctx, limit)
         finally:
             _kill_group(proc.pid, signal.SIGKILL)  # leftovers of a finished or stopped run
+            with _groups_lock:
+                _groups.discard(proc.pid)
         return self._outcome(proc.returncode, out, err)
 
     def _wait(self, proc: subprocess.Popen[bytes], request: bytes, ctx: ExecContext,

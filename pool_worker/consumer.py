@@ -1,0 +1,161 @@
+"""The I/O thread's half of the worker: topology, doorbell, control, and the claim pass.
+
+A free slot pulls (basic.get, strict order: see claimer.py). What it gets is triaged here,
+on the I/O thread, before any slot sees it: a message that does not decode, or sits in the
+wrong queue, is parked in q.poison with the reason; a sector size this worker does not take
+goes round again through the delay queue; a copy of a job already running in this process
+is deferred the same way (never run beside it, never counted as a start). Triage cannot
+fail for the process: whatever goes wrong with one message parks that message."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from broker_topology.errors import MessageError
+from broker_topology.handback import hand_back
+from broker_topology.messages import Job
+from broker_topology.naming import Names
+from broker_topology.poison import Reason, park
+from broker_topology.topology import pool_topology, worker_topology
+
+from .claimer import first_nonempty, phase_of_queue
+from .control import Controller, consume_control
+
+if TYPE_CHECKING:
+    from broker_topology.settings import PoolSettings
+    from broker_topology.transport import Delivery, Session
+
+    from .config import WorkerSettings
+    from .resources import Admission
+    from .slots import Slot
+
+log = logging.getLogger(__name__)
+
+
+class Consumer:
+    def __init__(self, pool: PoolSettings, cfg: WorkerSettings, slots: list[Slot],
+                 admission: Admission, control: Controller) -> None:
+        self.pool = pool
+        self.cfg = cfg
+        self.names = Names(pool.namespace)
+        self.slots = slots
+        self.admission = admission
+        self.control = control
+        self.by = f"pool-worker/{cfg.name}"
+        self.stopping = threading.Event()
+        self._claim_now = True
+        self._next_poll = 0.0
+        self._rng = random.Random()
+        #: Queues doorbells named since the last claim pass, and whether that pass found
+        #: every candidate queue empty (then a doorbell's queue is tried directly).
+        self._rung: set[str] = set()
+        self._all_empty = False
+
+    def request_claim(self) -> None:
+        """Run a claim pass at the next tick (a slot freed up, a slot was resumed)."""
+        self._claim_now = True
+
+    # -- I/O thread ----------------------------------------------------------------------------
+    def on_connect(self, session: Session) -> None:
+        session.declare(pool_topology(self.pool)
+                        + worker_topology(self.pool, self.cfg.locality, self.cfg.phases))
+        session.consume("doorbell", "", lambda _d, body: self._ring(body), auto_ack=True,
+                        bindings=[(self.names.doorbell, p.value) for p in self.cfg.phases])
+        consume_control(session, self.control, self.names, self.cfg.name)
+        self._claim_now = True
+
+    def _ring(self, body: bytes) -> None:
+        """A publisher's doorbell: work arrived in the queue it names."""
+        self._rung.add(body.decode(errors="replace")[:300])
+        self._claim_now = True
+
+    def on_tick(self, session: Session) -> None:
+        if self.stopping.is_set():
+            return
+        idle = [s for s in self.slots if s.claimable]
+        if not idle or not (self._claim_now or time.monotonic() >= self._next_poll):
+            return
+        self._claim_now = False
+        rung, self._rung = self._rung, set()
+        polling = time.monotonic() >= self._next_poll
+        self._next_poll = time.monotonic() + self.cfg.idle_poll * self._rng.uniform(0.8, 1.2)
+        idle = self.admission.admit(idle, self.slots)  # enough disk and memory, per phase
+        if self._all_empty and not polling and any(
+                q in s.candidates for s in idle for q in rung):
+            # Everything was empty, so the rung queue is the best there is: ask it alone
+            # instead of probing every queue (every idle worker hears the same doorbell).
+            self._claim_rung(session, idle, rung)
+            return
+        counts = {q: session.ready_count(q) for q in {q for s in idle for q in s.candidates}}
+        self._all_empty = not any(counts.values())
+        for slot in idle:
+            while (queue := first_nonempty(slot.candidates, counts)) is not None:
+                if self.claim_into(session, slot, queue):
+                    self._claim_now = True  # there may be more for other slots
+                    break
+                counts[queue] = max(0, counts[queue] - 1)
+
+    def _claim_rung(self, session: Session, idle: list[Slot], rung: set[str]) -> None:
+        for queue in rung:
+            slot = next((s for s in idle if queue in s.candidates), None)
+            if slot is not None and self.claim_into(session, slot, queue):
+                idle.remove(slot)
+                self._all_empty = False
+                self._claim_now = True  # the next pass probes everything again
+
+    def claim_into(self, session: Session, slot: Slot, queue: str) -> bool:
+        """One basic.get. True if the slot got a job; False if the queue had nothing it
+        may run (empty, parked, sent round again)."""
+        got = session.get(slot.channel_key, queue)
+        if got is None:
+            return False
+        delivery, body = got
+        try:
+            return self._triage(session, slot, queue, delivery, body)
+        except Exception as exc:  # that message's failure, never the I/O thread's
+            log.exception("triage of a message in %s failed; parking it", queue)
+            park(session, self.names, delivery, body, reason=Reason.UNKNOWN,
+                 detail=f"triage failed: {type(exc).__name__}: {exc}", source=queue,
+                 by=self.by)
+            return False
+
+    def _triage(self, session: Session, slot: Slot, queue: str, delivery: Delivery,
+                body: bytes) -> bool:
+        try:
+            job = Job.from_bytes(body)
+            if job.phase is not phase_of_queue(self.names, queue):
+                raise MessageError(Reason.MISROUTED, f"{job.phase} job in {queue}")
+        except MessageError as exc:
+            log.warning("message in %s parked in poison queue: %s", queue, exc)
+            park(session, self.names, delivery, body, reason=exc.reason, detail=exc.detail,
+                 source=queue, by=self.by)
+            return False
+        if job.size not in self.cfg.sector_sizes:
+            self._not_our_size(session, delivery, job, queue)
+            return False
+        running = next((s for s in self.slots if s.job is not None
+                        and s.job.job_id == job.job_id and s.job.attempt == job.attempt), None)
+        if running is not None:
+            log.info("%s attempt %d already runs on slot %d; deferring this copy",
+                     job.job_id, job.attempt, running.index)
+            self._round_again(session, delivery, job)
+            return False
+        slot.assign(delivery, job)
+        return True
+
+    def _not_our_size(self, session: Session, delivery: Delivery, job: Job,
+                      queue: str) -> None:
+        """Send a job of a size this worker does not take back through the shortest delay
+        queue, and leave its queue to the others until they have polled it once."""
+        bucket = min(self.pool.delay_buckets)
+        self.admission.shun(queue, bucket + 1.5 * self.cfg.idle_poll)
+        log.warning("%s is a %d-byte sector; this worker takes %s: sent back for %ds",
+                    job.job_id, job.size, ",".join(map(str, self.cfg.sector_sizes)), bucket)
+        self._round_again(session, delivery, job)
+
+    def _round_again(self, session: Session, delivery: Delivery, job: Job) -> None:
+        hand_back(session, self.names, delivery, job.to_bytes(), min(self.pool.delay_buckets))
