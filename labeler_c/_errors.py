@@ -1,7 +1,8 @@
 """Exceptions, and the one place where C return codes become them.
 
 Exception
-├── ValueError            bad argument (lengths, node counts, api versions, cache sizes)
+├── ValueError            bad argument (lengths, node counts, api versions, cache sizes,
+│                         a pool job handed to a pool that did not admit it)
 ├── OSError               files: unwritable out_dir, unreadable cache or sector
 ├── MemoryError           the C side could not allocate
 └── RuntimeError
@@ -44,6 +45,8 @@ def check(rc: int, what: str) -> None:
         raise SelfTestFailed(f"{what}: the implementation failed its self-test")
     if rc == lib.LABELER_E_CORRUPT:
         raise CorruptParentCache(f"{what}: parent index out of range (corrupt parent cache)")
+    if rc == lib.LABELER_E_FOREIGN:
+        raise ValueError(f"{what}: the job belongs to another layer pool")
     if rc == lib.LABELER_E_NOMEM:
         raise MemoryError(f"{what}: out of memory")
     raise LabelerError(f"{what}: unknown error code {rc}")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 ENV_POOL_SIZE = "MEM_POOL_SIZE"
 ENV_POOL_BYTES = "SEALPOOL_PC1_POOL_BYTES"
 DEFAULT_BLOCK_BYTES = 64 << 20
+#: Free pool memory kept resident for the next job; the rest goes back to the OS, so RSS
+#: (and what a worker's memory admission sees) follows the blocks actually lent.
+DEFAULT_IDLE_BYTES = 256 << 20
 #: Blocks per layer at least. A sector holds its current layer rounded up to a block, so
 #: with coarse blocks two sectors half a layer apart no longer fit (3N+1)/2 · S and stall
 #: at every layer end; the pool also rounds its size down to whole blocks.
@@ -120,12 +123,15 @@ class PoolJob:
 class LayerPool:
     """An arena of equal blocks, lent to labeling jobs without deadlock.
 
-    ``block_bytes`` is a power of two; a layer smaller than a block takes one block.
+    ``block_bytes`` is a power of two; a layer smaller than a block takes one block. Of the
+    free blocks, ``idle_bytes`` worth stay resident; the others are returned to the OS as
+    they come back (blocks of at least a page).
     ``cancelled``, if given to a waiting call, is polled while it waits; when it returns
     True the wait ends by raising ``PoolWaitCancelled``.
     """
 
-    def __init__(self, capacity: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> None:
+    def __init__(self, capacity: int, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 idle_bytes: int = DEFAULT_IDLE_BYTES) -> None:
         if block_bytes < 32 or block_bytes & (block_bytes - 1):
             raise ValueError(f"block_bytes must be a power of two >= 32, got {block_bytes}")
         if capacity < 2 * block_bytes:
@@ -133,6 +139,7 @@ class LayerPool:
         out = ffi.new("labeler_pool **")
         check(lib.labeler_pool_create(capacity, block_bytes, out), "creating the layer pool")
         self._c: Any = out[0]
+        lib.labeler_pool_set_idle(self._c, max(0, idle_bytes) // block_bytes)
         self.block_bytes = block_bytes
         self.capacity = int(lib.labeler_pool_blocks(self._c)) * block_bytes
         self._base = lib.labeler_pool_base(self._c)
@@ -176,17 +183,19 @@ class LayerPool:
         return PoolJob(out[0])
 
     def leave(self, job: PoolJob) -> None:
+        """Everything ``job`` holds goes back; a job of another pool is a ValueError."""
         if job._c is not None:
-            lib.labeler_pool_leave(self._c, job._c)
+            check(lib.labeler_pool_leave(self._c, job._c), "leaving the layer pool")
             job._c = None
 
     def grow(self, job: PoolJob, blocks: int, cancelled: Callable[[], bool] | None = None
              ) -> None:
         """Give ``job`` ``blocks`` more blocks of its current layer, waiting while unsafe."""
+        c = _live(job)
         if blocks > job.remaining:
             raise ValueError(f"job asked for {blocks} blocks, {job.remaining} left in its layer")
-        want = job._c.ncur + blocks
-        while (rc := lib.labeler_pool_grow(self._c, job._c, want - job._c.ncur, _WAIT_MS)
+        want = c.ncur + blocks
+        while (rc := lib.labeler_pool_grow(self._c, c, want - c.ncur, _WAIT_MS)
                ) == lib.LABELER_E_TIMEOUT:
             _poll(cancelled)
         check(rc, "growing a layer in the pool")
@@ -195,11 +204,13 @@ class LayerPool:
         """The current layer is complete: it becomes the previous one, which is returned."""
         if job.remaining:
             raise ValueError(f"layer not complete: {job.remaining} blocks missing")
-        check(lib.labeler_pool_finish_layer(self._c, job._c), "finishing a layer")
+        check(lib.labeler_pool_finish_layer(self._c, _live(job)), "finishing a layer")
 
     def _safe_to_grant(self, job: PoolJob) -> bool:
         """The banker's check for one more block to ``job`` (for tests and diagnostics)."""
-        return bool(lib.labeler_pool_can_grant(self._c, job._c))
+        rc = lib.labeler_pool_can_grant(self._c, _live(job))
+        check(rc, "checking a grant")
+        return bool(rc)
 
     # ---- addresses ----
 
@@ -231,6 +242,12 @@ class LayerPool:
 
 class PoolWaitCancelled(Exception):
     """A wait for pool memory ended because the job was cancelled."""
+
+
+def _live(job: PoolJob) -> Any:
+    if job._c is None:
+        raise ValueError("the job has already left its layer pool")
+    return job._c
 
 
 def _poll(cancelled: Callable[[], bool] | None) -> None:

@@ -36,6 +36,7 @@
 #define LABELER_E_NOMEM (-5)
 #define LABELER_E_TIMEOUT (-6) /* a pool wait ran out of time; call again */
 #define LABELER_E_BUSY (-7)    /* the pool still lends memory to a job */
+#define LABELER_E_FOREIGN (-8) /* the job belongs to another pool (or to none) */
 
 /* Everything a graph needs, derived once from the porep_id (SPEC §3, §6). */
 typedef struct {
@@ -115,6 +116,7 @@ typedef struct labeler_pool_job {
     uint32_t *cur;      /* block indices in the order granted */
     uint32_t *prev;
     struct labeler_pool_job *next; /* the pool's list; not for callers */
+    const labeler_pool *owner;     /* the pool that admitted it; checked by every call */
 } labeler_pool_job;
 
 /* capacity is rounded down to whole blocks; block_bytes a power of two >= 32. */
@@ -132,8 +134,11 @@ int labeler_pool_grow(labeler_pool *p, labeler_pool_job *job, uint64_t blocks,
 /* The complete current layer becomes the previous one; the old previous goes back. */
 int labeler_pool_finish_layer(labeler_pool *p, labeler_pool_job *job);
 /* Everything the job holds goes back, and the job is freed. */
-void labeler_pool_leave(labeler_pool *p, labeler_pool_job *job);
-/* 1 if one more block to job keeps every job able to finish its layer (banker's rule). */
+int labeler_pool_leave(labeler_pool *p, labeler_pool_job *job);
+/* Free blocks kept resident (default 0); beyond them, returned blocks go back to the OS. */
+void labeler_pool_set_idle(labeler_pool *p, uint64_t blocks);
+/* 1 if one more block to job keeps every job able to finish its layer (banker's rule);
+ * LABELER_E_FOREIGN for another pool's job. Every job call checks the job's owner. */
 int labeler_pool_can_grant(labeler_pool *p, const labeler_pool_job *job);
 
 #endif

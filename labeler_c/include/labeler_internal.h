@@ -92,14 +92,24 @@ static inline const uint8_t *labeler_prev_at(const uint8_t *const *blocks, label
  * per sector the state after the message's first block (replica_id || layer || v). */
 void labeler_hash_node(const labeler_layer_args *a, uint64_t v, int degree,
                        const uint8_t *const *parents, const uint32_t (*first)[8]);
-/* 1 if node v's cache row is in range (base parents below v, expander below nodes): a
- * corrupt cache must not make labeling read out of bounds. Inline: it runs per label. */
-static inline int labeler_parents_ok(const labeler_layer_args *a, uint64_t v, int degree) {
+/*
+ * Node v's parent cache row, copied once with single loads: the cache is a file mapping
+ * that another process may damage while we label, so a row is checked and then used from
+ * this copy only, never read again from the mapping between check and use.
+ */
+static inline void labeler_load_row(const labeler_layer_args *a, uint64_t v,
+                                    uint32_t row[LABELER_DEGREE]) {
     const uint32_t *p = a->parents + v * LABELER_DEGREE;
+    for (int j = 0; j < LABELER_DEGREE; j++) row[j] = __atomic_load_n(&p[j], __ATOMIC_RELAXED);
+}
+/* 1 if a row is in range for node v (base parents below v, expander below nodes): a
+ * corrupt cache must not make labeling read out of bounds. Inline: it runs per label. */
+static inline int labeler_row_ok(const uint32_t row[LABELER_DEGREE], uint64_t v, uint64_t nodes,
+                                 int degree) {
     for (int j = 0; j < LABELER_BASE_DEGREE; j++)
-        if (p[j] >= v) return 0;
+        if (row[j] >= v) return 0;
     for (int j = LABELER_BASE_DEGREE; j < degree; j++)
-        if (p[j] >= a->nodes) return 0;
+        if (row[j] >= nodes) return 0;
     return 1;
 }
 /* labeler_label_layer with a producer thread gathering parents (src/producer.c). */

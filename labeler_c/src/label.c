@@ -93,28 +93,39 @@ static int args_ok(const labeler_layer_args *a) {
     return 1;
 }
 
-/* One thread: parents read where they lie, expander parents prefetched a few nodes ahead. */
+/*
+ * Prefetch the parents of node w (not yet validated: a corrupt row must not even steer a
+ * block-table read out of range). Only indices that are in range are used, compared in 64
+ * bits so a huge index cannot wrap past the check; the rest are simply not prefetched.
+ */
+static inline void prefetch_row(const labeler_layer_args *a, labeler_layout l, uint64_t w,
+                                uint64_t v, int degree) {
+    uint32_t q[LABELER_DEGREE];
+    labeler_load_row(a, w, q);
+    for (uint32_t i = 0; i < a->nsectors; i++) {
+        for (int j = 0; j < LABELER_BASE_DEGREE; j++)
+            if ((uint64_t)q[j] + RECENT < v) /* final and far back: a likely miss */
+                __builtin_prefetch(labeler_node_at(a->sectors[i].cur, l, q[j]), 0, 3);
+        for (int j = LABELER_BASE_DEGREE; j < degree; j++)
+            if (q[j] < a->nodes)
+                __builtin_prefetch(labeler_prev_at(a->sectors[i].prev, l, q[j]), 0, 3);
+    }
+}
+
+/* One thread: parents read where they lie, far parents prefetched a few nodes ahead. */
 static int label_direct(const labeler_layer_args *a, int degree) {
     const labeler_layout l = labeler_layout_of(a);
     const uint32_t n = a->nsectors;
     const uint8_t *parents[LABELER_MAX_BATCH * LABELER_DEGREE];
+    uint32_t p[LABELER_DEGREE];
     for (uint64_t v = a->start; v < a->end; v++) {
         if (v == 0) {
             labeler_hash_node(a, v, degree, parents, NULL);
             continue;
         }
-        if (!labeler_parents_ok(a, v, degree)) return LABELER_E_CORRUPT;
-        const uint32_t *p = a->parents + v * LABELER_DEGREE;
-        if (v + PREFETCH_AHEAD < a->end) {
-            const uint32_t *q = a->parents + (v + PREFETCH_AHEAD) * LABELER_DEGREE;
-            for (uint32_t i = 0; i < n; i++) {
-                for (int j = 0; j < LABELER_BASE_DEGREE; j++)
-                    if (q[j] + RECENT < v)
-                        __builtin_prefetch(labeler_node_at(a->sectors[i].cur, l, q[j]), 0, 3);
-                for (int j = LABELER_BASE_DEGREE; j < degree; j++)
-                    __builtin_prefetch(labeler_prev_at(a->sectors[i].prev, l, q[j]), 0, 3);
-            }
-        }
+        labeler_load_row(a, v, p);
+        if (!labeler_row_ok(p, v, a->nodes, degree)) return LABELER_E_CORRUPT;
+        if (v + PREFETCH_AHEAD < a->end) prefetch_row(a, l, v + PREFETCH_AHEAD, v, degree);
         for (uint32_t i = 0; i < n; i++) {
             const uint8_t **row = parents + i * LABELER_DEGREE;
             for (int j = 0; j < LABELER_BASE_DEGREE; j++)

@@ -14,12 +14,21 @@
  *
  * Waits take a timeout so the caller (a Python thread) regains control now and then to
  * notice cancellation; a timed-out grow keeps the blocks it already got.
+ *
+ * Idle memory goes back to the OS: of the free blocks, only the `idle` most recently
+ * returned (the ones handed out next: the free list is a stack) stay resident; the rest are
+ * dropped with MADV_DONTNEED as they sink below that watermark. DONTNEED rather than
+ * MADV_FREE: FREE leaves the pages counted in RSS (and out of MemAvailable's sure part)
+ * until the kernel is short of memory, which is exactly what misleads a worker's memory
+ * admission; DONTNEED makes RSS follow the blocks lent at once. Its price is zero-filled
+ * pages when a dropped block is lent again: ~10 ms per 64 MiB, against seconds to label it.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "labeler_internal.h"
 
@@ -32,6 +41,8 @@ struct labeler_pool {
     uint64_t blocks;
     uint64_t nfree;
     uint32_t *free; /* stack of free block indices: the last freed is reused first (warm) */
+    uint8_t *resident; /* per block: may hold pages (lent since it was last dropped) */
+    uint64_t idle;     /* free blocks kept resident: the top of the free stack */
     labeler_pool_job *jobs;
 };
 
@@ -45,11 +56,14 @@ int labeler_pool_create(uint64_t capacity, uint64_t block_bytes, labeler_pool **
     p->blocks = capacity / block_bytes;
     p->arena_bytes = p->blocks * block_bytes;
     p->free = malloc(p->blocks * sizeof *p->free);
+    p->resident = calloc(p->blocks, 1);
     /* Untouched pages cost nothing: RSS follows the blocks actually lent. */
     void *arena = mmap(NULL, p->arena_bytes, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (!p->free || arena == MAP_FAILED) {
+    if (!p->free || !p->resident || arena == MAP_FAILED) {
+        if (arena != MAP_FAILED) munmap(arena, p->arena_bytes);
         free(p->free);
+        free(p->resident);
         free(p);
         return LABELER_E_NOMEM;
     }
@@ -76,6 +90,7 @@ int labeler_pool_destroy(labeler_pool *p) {
     pthread_cond_destroy(&p->changed);
     pthread_mutex_destroy(&p->lock);
     free(p->free);
+    free(p->resident);
     free(p);
     return LABELER_OK;
 }
@@ -104,8 +119,48 @@ static struct timespec deadline_in(uint32_t timeout_ms) {
     return t;
 }
 
+/* Blocks can only go back to the OS whole pages at a time. */
+static int droppable(const labeler_pool *p) {
+    long page = sysconf(_SC_PAGESIZE);
+    return page > 0 && p->block_bytes >= (uint64_t)page;
+}
+
+/* Drop the free blocks at stack positions [from, to): they sank below the watermark. */
+static void drop(labeler_pool *p, uint64_t from, uint64_t to) {
+    if (!droppable(p)) return;
+    for (uint64_t i = from; i < to; i++) {
+        uint32_t b = p->free[i];
+        if (!p->resident[b]) continue;
+        madvise(p->arena + (uint64_t)b * p->block_bytes, p->block_bytes, MADV_DONTNEED);
+        p->resident[b] = 0;
+    }
+}
+
 static void give_back(labeler_pool *p, const uint32_t *blocks, uint64_t n) {
+    uint64_t before = p->nfree;
     for (uint64_t i = 0; i < n; i++) p->free[p->nfree++] = blocks[i];
+    /* Positions below nfree - idle must hold no pages; the pushes moved that line up. */
+    uint64_t was = before > p->idle ? before - p->idle : 0;
+    uint64_t now = p->nfree > p->idle ? p->nfree - p->idle : 0;
+    drop(p, was, now);
+}
+
+void labeler_pool_set_idle(labeler_pool *p, uint64_t blocks) {
+    pthread_mutex_lock(&p->lock);
+    p->idle = blocks;
+    drop(p, 0, p->nfree > blocks ? p->nfree - blocks : 0);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static uint32_t take(labeler_pool *p) {
+    uint32_t b = p->free[--p->nfree];
+    p->resident[b] = 1; /* the job writes it */
+    return b;
+}
+
+/* A job handed to the pool it was not admitted by (or never admitted): refuse it. */
+static int owned(const labeler_pool *p, const labeler_pool_job *job) {
+    return p && job && job->owner == p;
 }
 
 static int admissible(const labeler_pool *p, uint64_t need) {
@@ -182,6 +237,7 @@ int labeler_pool_join(labeler_pool *p, uint64_t per_layer, uint32_t timeout_ms,
         return LABELER_E_NOMEM;
     }
     job->per_layer = per_layer;
+    job->owner = p;
     struct timespec until = deadline_in(timeout_ms);
     pthread_mutex_lock(&p->lock);
     int rc = 0;
@@ -203,7 +259,8 @@ int labeler_pool_join(labeler_pool *p, uint64_t per_layer, uint32_t timeout_ms,
 
 int labeler_pool_grow(labeler_pool *p, labeler_pool_job *job, uint64_t blocks,
                       uint32_t timeout_ms) {
-    if (!p || !job || blocks > job->per_layer - job->ncur) return LABELER_E_ARG;
+    if (!owned(p, job)) return LABELER_E_FOREIGN;
+    if (blocks > job->per_layer - job->ncur) return LABELER_E_ARG;
     struct timespec until = deadline_in(timeout_ms);
     pthread_mutex_lock(&p->lock);
     for (uint64_t i = 0; i < blocks; i++) {
@@ -214,14 +271,15 @@ int labeler_pool_grow(labeler_pool *p, labeler_pool_job *job, uint64_t blocks,
             pthread_mutex_unlock(&p->lock);
             return LABELER_E_TIMEOUT;
         }
-        job->cur[job->ncur++] = p->free[--p->nfree];
+        job->cur[job->ncur++] = take(p);
     }
     pthread_mutex_unlock(&p->lock);
     return LABELER_OK;
 }
 
 int labeler_pool_finish_layer(labeler_pool *p, labeler_pool_job *job) {
-    if (!p || !job || job->ncur != job->per_layer) return LABELER_E_ARG;
+    if (!owned(p, job)) return LABELER_E_FOREIGN;
+    if (job->ncur != job->per_layer) return LABELER_E_ARG;
     pthread_mutex_lock(&p->lock);
     give_back(p, job->prev, job->nprev);
     uint32_t *t = job->prev;
@@ -234,8 +292,8 @@ int labeler_pool_finish_layer(labeler_pool *p, labeler_pool_job *job) {
     return LABELER_OK;
 }
 
-void labeler_pool_leave(labeler_pool *p, labeler_pool_job *job) {
-    if (!p || !job) return;
+int labeler_pool_leave(labeler_pool *p, labeler_pool_job *job) {
+    if (!owned(p, job)) return LABELER_E_FOREIGN;
     pthread_mutex_lock(&p->lock);
     give_back(p, job->prev, job->nprev);
     give_back(p, job->cur, job->ncur);
@@ -246,12 +304,15 @@ void labeler_pool_leave(labeler_pool *p, labeler_pool_job *job) {
         }
     pthread_cond_broadcast(&p->changed);
     pthread_mutex_unlock(&p->lock);
+    job->owner = NULL; /* a second leave of a freed job is still undefined; of a live one, refused */
     free(job->cur);
     free(job->prev);
     free(job);
+    return LABELER_OK;
 }
 
 int labeler_pool_can_grant(labeler_pool *p, const labeler_pool_job *job) {
+    if (!owned(p, job)) return LABELER_E_FOREIGN;
     pthread_mutex_lock(&p->lock);
     int ok = safe_to_grant(p, job);
     pthread_mutex_unlock(&p->lock);

@@ -39,6 +39,7 @@ typedef struct {
     int degree;
     uint8_t *ring;     /* RING x nsectors x LABELER_DEGREE labels */
     uint16_t *copied;  /* RING x nsectors: bit j set if parent j is in the ring */
+    uint32_t (*rows)[LABELER_DEGREE]; /* RING: the node's checked cache row, used from here */
     uint32_t (*first)[8]; /* RING x nsectors: state after the prefix block, hashed ahead */
     int error;
     /* Each counter on its own cache line: one written per node by each side, and read by
@@ -69,7 +70,8 @@ static inline uint8_t *slot_label(const pipeline *pl, uint64_t v, uint32_t i, in
 static void prefetch_parents(const pipeline *pl, uint64_t v, uint64_t done) {
     const labeler_layer_args *a = pl->a;
     const labeler_layout l = labeler_layout_of(a);
-    const uint32_t *p = a->parents + v * LABELER_DEGREE;
+    uint32_t p[LABELER_DEGREE];
+    labeler_load_row(a, v, p); /* not checked yet: each index is range-tested before use */
     for (uint32_t i = 0; i < a->nsectors; i++) {
         for (int j = 0; j < LABELER_BASE_DEGREE; j++)
             if (p[j] < done) __builtin_prefetch(labeler_node_at(a->sectors[i].cur, l, p[j]), 0, 0);
@@ -104,13 +106,14 @@ static void *produce(void *arg) {
             store_rel(&pl->produced, v + 1);
             continue;
         }
-        if (!labeler_parents_ok(a, v, pl->degree)) {
+        uint32_t *p = pl->rows[v % RING];
+        labeler_load_row(a, v, p);
+        if (!labeler_row_ok(p, v, a->nodes, pl->degree)) {
             pl->error = LABELER_E_CORRUPT;
             __atomic_store_n(&pl->stop, 1, __ATOMIC_RELEASE);
             return NULL;
         }
         if (v + PRODUCER_AHEAD < a->end) prefetch_parents(pl, v + PRODUCER_AHEAD, done);
-        const uint32_t *p = a->parents + v * LABELER_DEGREE;
         labeler_store_be64(prefix_hi + 4, v);
         for (uint32_t i = 0; i < a->nsectors; i++) {
             /* The first block needs no parent: it comes off the hasher's chain. */
@@ -142,12 +145,14 @@ int labeler_label_piped(const labeler_layer_args *a, int degree) {
     pl.ring = aligned_alloc(64, (size_t)RING * a->nsectors * LABELER_DEGREE * LABELER_NODE_BYTES);
     pl.copied = malloc((size_t)RING * a->nsectors * sizeof *pl.copied);
     pl.first = aligned_alloc(64, (size_t)RING * a->nsectors * sizeof *pl.first);
+    pl.rows = malloc((size_t)RING * sizeof *pl.rows);
     pthread_t producer;
-    if (!pl.ring || !pl.copied || !pl.first ||
+    if (!pl.ring || !pl.copied || !pl.first || !pl.rows ||
         pthread_create(&producer, NULL, produce, &pl) != 0) {
         free(pl.ring);
         free(pl.copied);
         free(pl.first);
+        free(pl.rows);
         return LABELER_E_NOMEM;
     }
     const labeler_layout l = labeler_layout_of(a);
@@ -162,7 +167,7 @@ int labeler_label_piped(const labeler_layer_args *a, int degree) {
             relax(&spins);
         }
         if (v > 0) {
-            const uint32_t *p = a->parents + v * LABELER_DEGREE;
+            const uint32_t *p = pl.rows[v % RING]; /* checked by the producer */
             for (uint32_t i = 0; i < a->nsectors; i++) {
                 const uint16_t mask = pl.copied[(v % RING) * a->nsectors + i];
                 const uint8_t **row = parents + i * LABELER_DEGREE;
@@ -181,5 +186,6 @@ out:
     free(pl.ring);
     free(pl.copied);
     free(pl.first);
+    free(pl.rows);
     return pl.error;
 }
