@@ -13,14 +13,22 @@ heartbeat interval; it is stale after `STALE_BEATS` missed beats and kept for
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
 
-from .errors import MessageError
-from .messages import Phase, WorkerName, _Wire
+from .messages import (
+    Attempt,
+    Count,
+    ErrorText,
+    Phase,
+    SectorSize,
+    Text,
+    Timestamp,
+    WorkerName,
+    _Wire,
+)
 from .naming import Names
 
 #: RabbitMQ's direct reply-to pseudo queue: a manager needs no reply queue of its own.
@@ -33,6 +41,14 @@ STALE_BEATS = 3
 REGISTRY_TTL_S = 3600
 #: Last errors are cut to this many characters in views (the full text is in the log).
 ERROR_CHARS = 1000
+#: More slots than any machine runs: bounds what a reply or registry entry may list.
+MAX_SLOTS = 1024
+#: A heartbeat interval above a day is a typo, and would keep a dead worker "fresh".
+MAX_HEARTBEAT_S = 86400.0
+
+W = TypeVar("W", bound=_Wire)
+#: Each phase at most once.
+Phases = Annotated[tuple[Phase, ...], Field(max_length=len(Phase))]
 
 
 def control_key(worker: str) -> str:
@@ -41,7 +57,7 @@ def control_key(worker: str) -> str:
 
 
 def registry_key(names: Names, worker: str) -> str:
-    return names.redis_key("worker", worker)
+    return names.worker_key(worker)
 
 
 def registry_pattern(names: Names) -> str:
@@ -49,7 +65,7 @@ def registry_pattern(names: Names) -> str:
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ControlOp(StrEnum):
@@ -61,11 +77,11 @@ class ControlOp(StrEnum):
 class ControlRequest(_Wire):
     op: ControlOp
     #: The slot (as `list` numbers them); required by pause and resume.
-    index: Annotated[int, Field(ge=0)] | None = None
+    index: Annotated[int, Strict(), Field(ge=0, lt=MAX_SLOTS)] | None = None
     #: pause: hand the running job back now instead of after it finishes.
-    now: bool = False
+    now: StrictBool = False
     #: resume: claim only these phases (of the slot's configured ones); None: all of them.
-    phases: tuple[Phase, ...] | None = None
+    phases: Phases | None = None
 
     @model_validator(mode="after")
     def _fits_op(self) -> Self:
@@ -81,10 +97,10 @@ class ControlRequest(_Wire):
 
 
 class GpuInfo(_Part):
-    index: int
-    name: str
+    index: Count
+    name: Text
     #: Total device memory in bytes.
-    memory: int
+    memory: Count
 
 
 class SlotStatus(StrEnum):
@@ -96,75 +112,64 @@ class SlotStatus(StrEnum):
 
 
 class SlotView(_Part):
-    index: int
+    index: Annotated[int, Strict(), Field(ge=0, lt=MAX_SLOTS)]
     #: Phases it claims now (narrowed by `resume --phase`).
-    phases: tuple[Phase, ...]
+    phases: Phases
     #: Phases the config gives it.
-    configured_phases: tuple[Phase, ...]
+    configured_phases: Phases
     #: Where new sectors' temp files go.
-    temp_dir: str
-    cores: tuple[int, ...] = ()
+    temp_dir: Text
+    cores: Annotated[tuple[Count, ...], Field(max_length=65536)] = ()
     gpu: GpuInfo | None = None
     #: Memory budget in bytes (None: only what the machine has free).
-    memory: int | None = None
+    memory: Count | None = None
     state: SlotStatus
-    paused: bool = False
-    paused_since: float | None = None
-    job: str | None = None
-    sector: str | None = None
+    paused: StrictBool = False
+    paused_since: Timestamp | None = None
+    job: Text | None = None
+    sector: Text | None = None
     phase: Phase | None = None
-    attempt: int | None = None
-    started_at: float | None = None
+    attempt: Attempt | None = None
+    started_at: Timestamp | None = None
     #: Phase -> why this slot does not claim it now (not enough disk or memory).
-    held_back: dict[str, str] = Field(default_factory=dict)
-    last_error: str | None = None
+    held_back: Annotated[dict[Text, Text], Field(max_length=len(Phase))] = Field(
+        default_factory=dict)
+    last_error: ErrorText | None = None
 
 
 class ControlReply(_Wire):
-    worker: str
-    ok: bool
+    worker: Text
+    ok: StrictBool
     #: Why the request was refused (unknown index, phase not served...); None when ok.
-    error: str | None = None
+    error: ErrorText | None = None
     #: What was done, in words ("slot 0 paused; handing back t01000/3/pc1").
-    message: str = ""
-    slots: tuple[SlotView, ...] = ()
+    message: ErrorText = ""
+    slots: Annotated[tuple[SlotView, ...], Field(max_length=MAX_SLOTS)] = ()
 
 
 class WorkerStatus(_Wire):
     """A worker's registry entry (Redis), written every heartbeat interval."""
 
     name: WorkerName
-    instance: str
-    host: str
+    instance: Text
+    host: Text
     #: The address this machine reaches the broker from.
-    address: str
-    pid: int
-    started_at: float
+    address: Text
+    pid: Count
+    started_at: Timestamp
     #: When this entry was written (unix seconds): the last ping.
-    at: float
-    heartbeat_interval: float
-    phases: tuple[Phase, ...]
-    storage_group: str | None = None
-    sector_sizes: tuple[int, ...] = ()
-    slots: tuple[SlotView, ...] = ()
+    at: Timestamp
+    heartbeat_interval: Annotated[float, Strict(), Field(gt=0, le=MAX_HEARTBEAT_S,
+                                                         allow_inf_nan=False)]
+    phases: Phases
+    storage_group: Text | None = None
+    sector_sizes: Annotated[tuple[SectorSize, ...], Field(max_length=8)] = ()
+    slots: Annotated[tuple[SlotView, ...], Field(max_length=MAX_SLOTS)] = ()
 
     def stale(self, now: float) -> bool:
         return now - self.at > STALE_BEATS * self.heartbeat_interval
 
 
-def decode(cls: type[_Wire], body: bytes | str, limit: int = MAX_REPLY_BYTES) -> Any:
-    """Like `from_bytes`, with a limit that fits replies and registry entries."""
-    if len(body) > limit:
-        raise MessageError("oversized", f"{len(body)} bytes > {limit}")
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError("not_json", str(exc)) from None
-    if not isinstance(data, dict):
-        raise MessageError("schema", f"expected a JSON object, got {type(data).__name__}")
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise MessageError("schema", f"{where}: {first['msg']}") from None
+def decode(cls: type[W], body: bytes | str, limit: int = MAX_REPLY_BYTES) -> W:
+    """`cls.from_bytes` with a limit that fits replies and registry entries."""
+    return cls.from_bytes(body, limit=limit)

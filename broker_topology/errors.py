@@ -47,10 +47,17 @@ class TopologyMismatch(BrokerError):
     pass
 
 
+#: A MessageError's detail is cut to this many characters: it goes into logs and headers,
+#: and a hostile message must not choose how much of itself is echoed there.
+MESSAGE_DETAIL_CHARS = 300
+
+
 class MessageError(SealpoolError):
-    """`reason` is a short machine-readable tag (decode, schema, oversized, ...)."""
+    """`reason` is a short machine-readable tag (`poison.Reason`: not_json, schema,
+    oversized, ...). `detail` is one printable line, at most MESSAGE_DETAIL_CHARS long."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        detail = "".join(c if c.isprintable() else "?" for c in detail[:MESSAGE_DETAIL_CHARS])
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -17,14 +17,23 @@ SECTOR_SIZES: dict[str, int] = {
     "32GiB": 32 * GiB,
     "64GiB": 64 * GiB,
 }
+#: The same sizes in bytes: what a message's `size` must be one of.
+SECTOR_SIZE_BYTES: frozenset[int] = frozenset(SECTOR_SIZES.values())
 
 _BYTE_UNITS = {
     "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": KiB,
-    "m": 1000**2, "mb": 1000**2, "mib": MiB,
-    "g": 1000**3, "gb": 1000**3, "gib": GiB,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024 * GiB,
+    "kb": 1000, "kib": KiB,
+    "mb": 1000**2, "mib": MiB,
+    "gb": 1000**3, "gib": GiB,
+    "tb": 1000**4, "tib": 1024 * GiB,
 }
+#: Bare K/M/G/T: systemd and Kubernetes read them as powers of 1024, others as powers of
+#: 1000 (96G is 89.4GiB or 96GiB). Refused, so the operator writes which one was meant.
+_AMBIGUOUS_UNITS = frozenset({"k", "m", "g", "t"})
+#: Larger byte counts or durations are typing errors (and past 2^63 they stop being ints
+#: every consumer can hold: Redis, C, the kernel's pool).
+_MAX_BYTES = 2**62
+_MAX_SECONDS = 100 * 365 * 86400.0
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -45,11 +54,19 @@ def sector_size_name(size: int) -> str:
 
 
 def parse_bytes(text: str) -> int:
+    """Bytes from "64GiB", "1.5GB", "512MiB" or a bare count; ValueError naming the form."""
     match = _NUMBER_UNIT.match(text)
     unit = match.group(2).lower() if match else None
+    if match is not None and unit in _AMBIGUOUS_UNITS:
+        raise ValueError(f"size {text!r} is ambiguous: write {match.group(1)}{unit.upper()}iB "
+                         f"(powers of 1024) or {match.group(1)}{unit.upper()}B (powers of 1000)")
     if match is None or unit not in _BYTE_UNITS:
         raise ValueError(f"cannot read {text!r} as a size; use e.g. 64GiB, 512MiB or 1000000")
-    return int(float(match.group(1)) * _BYTE_UNITS[unit])
+    # float() of hundreds of digits is inf, and int(inf) raises OverflowError: bound first.
+    value = float(match.group(1)) * _BYTE_UNITS[unit]
+    if not value <= _MAX_BYTES:
+        raise ValueError(f"size {_shown(text)} is too large (at most {format_bytes(_MAX_BYTES)})")
+    return int(value)
 
 
 def parse_duration(text: str) -> float:
@@ -58,7 +75,15 @@ def parse_duration(text: str) -> float:
     unit = (match.group(2).lower() or "s") if match else None
     if match is None or unit not in _DURATION_UNITS:
         raise ValueError(f"cannot read {text!r} as a duration; use e.g. 90s, 15m, 6h or 2d")
-    return float(match.group(1)) * _DURATION_UNITS[unit]
+    value = float(match.group(1)) * _DURATION_UNITS[unit]
+    if not value <= _MAX_SECONDS:
+        raise ValueError(f"duration {_shown(text)} is too long (at most 100 years)")
+    return value
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut so a pasted blob does not flood it."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def format_bytes(n: int) -> str:
