@@ -777,6 +777,7 @@ class MemoryTransport:
         except BaseException as exc:
             log.critical("%s: I/O thread died: %r", self.name, exc, exc_info=True)
             self.error = exc
+            self.connected.clear()
             with self.broker._lock:
                 self.broker._drop(self)
             self._fail_pending(BrokerUnreachable("I/O thread died"))
