@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from broker_topology.messages import Job, Phase, SectorClass
 
 from .pipeline import State, enter
-from .publisher import Publisher, build_job
+from .publisher import Publisher, build_job, oversize
 from .store import Envelope, Record, SectorStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from broker_topology.link import Link
+    from broker_topology.transport import Transport
 
     from .fairness import Fairness
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 SCAN_LIMIT = 256
 
 
-def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Link,
+def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Transport,
           is_urgent: Callable[[Record], bool] | None = None) -> int:
     """Admit as many pending sectors as the share allows; returns how many."""
     pending, inflight, deal_inflight = store.counts()
@@ -52,7 +53,13 @@ def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Li
             continue
         now = time.time()
         after = enter(rec.sector, Phase.AP, state=State.QUEUED)
-        env = envelope(store, fairness, build_job(rec, after, now), 0.0, urgent, now)
+        job = build_job(rec, after, now)
+        too_big = oversize(job)
+        if too_big is not None:  # every worker would park it: fail it now, saying why
+            store.transition(rec, replace(after, state=State.FAILED, error=too_big), now)
+            log.error("sector %s/%d failed: %s", store.miner, number, too_big)
+            continue
+        env = envelope(store, fairness, job, 0.0, urgent, now)
         quota = None if urgent else target
         if store.transition(rec, after, now, envelope=env, max_inflight=quota,
                             quota_of=rec.sector_class if rec.sector_class is SectorClass.DEAL
@@ -79,7 +86,7 @@ def envelope(store: SectorStore, fairness: Fairness, job: Job, delay_s: float, u
 
 
 def release_held(store: SectorStore, fairness: Fairness, publisher: Publisher,
-                 link: Link) -> int:
+                 link: Transport) -> int:
     """Publish held jobs, best first, while the miner is under its share."""
     room = fairness.current - store.published_count()
     released = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from broker_topology.cli_support import (
+    EXIT_USAGE,
     emit_json,
     fail,
     load_settings,
@@ -22,7 +25,6 @@ from broker_topology.cli_support import (
     setup_logging,
     user_errors,
 )
-from broker_topology.declare import declare
 from broker_topology.link import Link, connect_blocking
 from broker_topology.messages import MINER_ID_RE, Phase, SectorClass, parse_job_id
 from broker_topology.naming import Names
@@ -33,8 +35,16 @@ from broker_topology.units import parse_duration, parse_sector_size
 
 from .admission import admit
 from .config import MinerSettings
-from .deadletters import DeadLetters, replay
+from .deadletters import DeadLetters, check_requeue, replay
 from .deadlines import Durations, urgent_check
+from .durable import (
+    ALLOW_VOLATILE_ENV,
+    EXIT_REDIS_WIPED,
+    Durable,
+    RedisWiped,
+    VolatileRedis,
+    check_persistence,
+)
 from .explain import explain
 from .fairness import Fairness
 from .publisher import Publisher
@@ -60,6 +70,15 @@ def _store(settings: PoolSettings, miner: str) -> SectorStore:
     return SectorStore(client, Names(settings.namespace), miner)
 
 
+@contextlib.contextmanager
+def _wipe_exits() -> Iterator[None]:
+    """A wiped Redis ends the command with its own exit status and one line."""
+    try:
+        yield
+    except RedisWiped as exc:
+        fail(str(exc), EXIT_REDIS_WIPED)
+
+
 @click.group()
 def main() -> None:
     """The miner side of a sealpool: owns sector state and decides what runs next."""
@@ -74,7 +93,7 @@ def _publishing_link(settings: PoolSettings, miner: str, what: str) -> Link:
     must wait there even while no `run` is up, instead of being unroutable."""
     topology = pool_topology(settings) + miner_topology(settings, miner)
     return Link(settings.amqp_url, name=f"miner-publisher/{miner}/{what}",
-                on_connect=lambda s: declare(s.connection, topology)).start(wait_s=5)
+                on_connect=lambda s: s.declare(topology)).start(wait_s=5)
 
 
 @main.command()
@@ -105,10 +124,13 @@ def enqueue(miner: str, count: int, sector_class: str | None, size: str, deadlin
     ttl = parse_duration(deadline) if deadline else cfg.default_deadline[klass]
     store = _store(settings, miner)
     names = Names(settings.namespace)
+    with _wipe_exits():
+        store.guard = Durable.for_miner(store.r, names, miner).open()
     link = _publishing_link(settings, miner, "enqueue")
     try:
         params = {"unsealed_path": unsealed} if unsealed else {}
-        records = store.create(count, klass, size_bytes, now + ttl, params, now)
+        with _wipe_exits():
+            records = store.create(count, klass, size_bytes, now + ttl, params, now)
         # Admit what the miner's share allows now; `run` admits the rest as sectors finish.
         admitted = admit(store, Fairness(store.r, names, miner, cfg.weight, cfg.pool_depth),
                          Publisher(names, store, settings.delay_buckets), link,
@@ -128,19 +150,54 @@ def enqueue(miner: str, count: int, sector_class: str | None, size: str, deadlin
 @main.command()
 @miner_option
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--allow-volatile-redis", is_flag=True, envvar=ALLOW_VOLATILE_ENV,
+              help="run even if Redis persists nothing (a throwaway pool: a Redis restart "
+                   f"loses every sector) [{ALLOW_VOLATILE_ENV}]")
 @pool_options
 @user_errors
-def run(miner: str, log_level: str, **opts: str | None) -> None:
+def run(miner: str, log_level: str, allow_volatile_redis: bool, **opts: str | None) -> None:
     """Consume results and advance sectors until SIGTERM/SIGINT."""
     setup_logging(log_level)
     settings = load_settings(**opts)
     client = connect_redis(settings.redis_url)
     client.ping()
-    service = MinerService(settings, MinerSettings(), miner, client)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
-    service.run()
+    try:
+        how = check_persistence(client, allow_volatile_redis)
+    except VolatileRedis as exc:
+        fail(str(exc), EXIT_USAGE)
+    with _wipe_exits():
+        durable = Durable.for_miner(client, Names(settings.namespace), miner).open()
+        log.info("Redis: %s; generation %s, sector numbers above %d (%s)", how,
+                 durable.generation, durable.high_water, durable.path)
+        service = MinerService(settings, MinerSettings(), miner, client, durable=durable)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: service.stop())
+        service.run()
     log.info("miner %s stopped", miner)
+
+
+@main.command()
+@miner_option
+@click.option("--next-sector", type=click.IntRange(min=1), default=None,
+              help="also number new sectors from at least N (e.g. above the chain's "
+                   "AllocatedSectors)")
+@click.option("--json", "as_json", is_flag=True)
+@pool_options
+@user_errors
+def recover(miner: str, next_sector: int | None, as_json: bool, **opts: str | None) -> None:
+    """After Redis lost its data: start a new generation whose sector numbers are above
+    every number this host allocated (its state file), so none is ever reused. Sectors
+    that were in flight are gone from Redis; enqueue them again."""
+    settings = load_settings(**opts)
+    store = _store(settings, miner)
+    durable = Durable.for_miner(store.r, Names(settings.namespace), miner)
+    generation, last = durable.recover(next_sector)
+    if as_json:
+        emit_json({"miner": miner, "generation": generation, "next_sector": last + 1,
+                   "state_file": str(durable.path)})
+    else:
+        click.echo(f"recovered {miner}: generation {generation}; new sectors are numbered "
+                   f"from {last + 1} ({durable.path})")
 
 
 def _miners(ctx: Any, param: Any, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -189,7 +246,11 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     for r in rows:
         workers = sorted({h["worker"] for h in r["history"] if h["outcome"] == "ok"})
         style = {"done": "green", "failed": "red"}.get(r["state"], "")
-        table.add_row(r["miner"], str(r["sector"]), r["class"], r["size"], r["state"],
+        state = r["state"]
+        if r["stalled"]:
+            since = datetime.fromtimestamp(r["stalled_since"], UTC).strftime("%H:%M:%S")
+            state, style = f"{state}, stalled since {since}", "yellow"
+        table.add_row(r["miner"], str(r["sector"]), r["class"], r["size"], state,
                       r["phase"], str(r["attempt"]), r["home"] or "-", " ".join(workers),
                       datetime.fromtimestamp(r["updated_at"], UTC).strftime("%H:%M:%S"),
                       r["error"] or "", style=style)
@@ -228,15 +289,19 @@ def dead_letters_list(miner: str | None, as_json: bool, **opts: str | None) -> N
 @click.argument("job_id")
 @click.option("--from-phase", type=click.Choice([p.value for p in Phase]), default=None,
               help="replay the sector from this phase (default: the dead job's phase)")
+@click.option("--force", is_flag=True,
+              help="replay even if the sector is not failed or its dead letter is not for "
+                   "the current attempt")
 @click.option("--json", "as_json", is_flag=True)
 @pool_options
 @user_errors
-def dead_letters_requeue(job_id: str, from_phase: str | None, as_json: bool,
+def dead_letters_requeue(job_id: str, from_phase: str | None, force: bool, as_json: bool,
                          **opts: str | None) -> None:
-    """Put the sector of JOB_ID (miner/sector/phase) back into the pipeline."""
+    """Put the failed sector of JOB_ID (miner/sector/phase) back into the pipeline."""
     miner, _, _ = parse_job_id(job_id)
     settings = load_settings(**opts)
     store = _store(settings, miner)
+    check_requeue(store, DeadLetters(store.r, Names(settings.namespace)), job_id, force)
     env = replay(store, job_id, Phase(from_phase) if from_phase else None)
     link = _publishing_link(settings, miner, "requeue")
     try:

@@ -55,3 +55,9 @@ class MinerSettings(BaseSettings):
     pool_depth: int = Field(default=2, ge=1)
     #: Unpublished jobs older than this are (re)published by any running instance.
     outbox_grace: Seconds = 10.0
+    #: How long a publishing instance holds an outbox entry (Redis clock; renewed every
+    #: third of it while the broker has not confirmed): nobody republishes it meanwhile.
+    outbox_claim: Seconds = 60.0
+    #: Watchdog: a queued sector with no progress for longer than max(3 × the phase's
+    #: expected duration, this) is flagged `stalled` in status and logged once.
+    stall_floor: Seconds = 3600.0

@@ -10,6 +10,7 @@ cannot make its deadline: it is reported (status, log, counter), not silently se
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from broker_topology.units import GiB
 
 from .config import MinerSettings
 from .pipeline import Sector, State
+from .redis_text import opt_text, text_map
 from .store import Record
 
 #: Durations on a 32GiB sector before any are observed (seconds; roughly what a 2023-era
@@ -31,6 +33,7 @@ DEFAULT_32G_S: dict[Phase, float] = {
     Phase.FIN: 600,
 }
 _ALPHA = 0.3  # weight of the newest observation in the moving average
+_PHASES = frozenset(p.value for p in Phase)
 
 
 @dataclass(frozen=True)
@@ -48,21 +51,45 @@ class Durations:
 
     def __init__(self, client: redis.Redis, names: Names) -> None:
         self.r = client
-        self.key = names.redis_key("durations")
+        self.key = names.durations_key
 
     def observe(self, phase: Phase, size: int, seconds: float) -> None:
+        """Fold one measured duration in. The table is shared by every miner, so a value
+        that is not a finite, non-negative number never enters it, and a stored mean that
+        is not one (written before this guard) is replaced instead of averaged."""
+        if not math.isfinite(seconds) or seconds < 0:
+            return
         field = f"{phase.value}:{size}"
-        raw = self.r.hget(self.key, field)
-        mean = json.loads(raw)["mean"] if raw else seconds
-        self.r.hset(self.key, field, json.dumps(
-            {"mean": (1 - _ALPHA) * mean + _ALPHA * seconds}))
+        mean = _mean(opt_text(self.r.hget(self.key, field)))
+        mean = seconds if mean is None else (1 - _ALPHA) * mean + _ALPHA * seconds
+        self.r.hset(self.key, field, json.dumps({"mean": mean}))
 
     def table(self) -> dict[tuple[Phase, int], float]:
         out = {}
-        for field, raw in self.r.hgetall(self.key).items():
-            phase, size = field.split(":")
-            out[(Phase(phase), int(size))] = float(json.loads(raw)["mean"])
+        for field, raw in text_map(self.r.hgetall(self.key)).items():
+            phase, _, size = field.partition(":")
+            mean = _mean(raw)
+            if mean is not None and phase in _PHASES and size.isdigit():
+                out[(Phase(phase), int(size))] = mean
         return out
+
+
+def _mean(raw: str | None) -> float | None:
+    """A stored mean, or None when absent or not a finite non-negative number."""
+    try:
+        mean = float(json.loads(raw)["mean"]) if raw else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    return mean if mean is not None and math.isfinite(mean) and mean >= 0 else None
+
+
+def clamp_duration(started_at: float, finished_at: float, window: float) -> float | None:
+    """A result's duration, trusted only as far as the miner's own clock allows: within
+    [0, time since the miner dispatched the attempt]. None when it says nothing (NaN)."""
+    measured = finished_at - started_at
+    if math.isnan(measured) or not math.isfinite(window):
+        return None
+    return min(max(measured, 0.0), max(window, 0.0))
 
 
 def expected(phase: Phase, size: int, observed: dict[tuple[Phase, int], float]) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 
 from broker_topology.control import SlotStatus, WorkerStatus
 from broker_topology.messages import LOCAL_PHASES, PIPELINE, Lane, Phase, parse_job_id
-from broker_topology.naming import Names
+from broker_topology.naming import Names, lease_holder
 
 from .pipeline import State
 from .store import Record, SectorStore
@@ -50,10 +50,13 @@ def explain(job_id: str, store: SectorStore, workers: list[WorkerStatus],
         reasons.append(f"waiting for the chain step '{s.chain_step}' before {phase}")
         return out
     names = store.names
-    lease = store.r.get(names.redis_key("lease", f"{job_id}#{s.attempt}"))
+    lease = store.r.get(names.lease_key(job_id, s.attempt))
     if lease:
-        reasons.append(f"running on {str(lease).split('/')[0]} (attempt {s.attempt})")
+        reasons.append(f"running on {lease_holder(str(lease))} (attempt {s.attempt})")
         return out
+    if rec.stalled is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.stalled))
+        reasons.append(f"stalled: no progress since {since} UTC (the watchdog's flag)")
     if any(e.job.job_id == job_id for _, e in store.held()):
         reasons.append(f"held by the miner: it has its share of jobs out in the pool "
                        f"({store.published_count()} of {target}); released best first")

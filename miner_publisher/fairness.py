@@ -20,6 +20,7 @@ import redis
 
 from broker_topology.naming import Names
 
+from .redis_text import text_map
 from .workers import registry
 
 #: A share not refreshed for this long belongs to a miner that stopped running.
@@ -63,7 +64,7 @@ class Fairness:
 
     def shares(self) -> list[Share]:
         out = []
-        for miner, raw in self.r.hgetall(self.key).items():
+        for miner, raw in text_map(self.r.hgetall(self.key)).items():
             d = json.loads(raw)
             out.append(Share(miner, float(d["weight"]), int(d["backlog"]), float(d["at"])))
         return out

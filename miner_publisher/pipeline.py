@@ -87,6 +87,13 @@ def on_result(sector: Sector, result: Result, cfg: MinerSettings, now: float,
         return on_missing_data(sector, reason, cfg)
     if result.error_class in (ErrorClass.PERMANENT, ErrorClass.CRASH):
         return Transition(replace(sector, state=State.FAILED, error=reason), None)
+    return retry_or_fail(sector, reason, cfg, rng)
+
+
+def retry_or_fail(sector: Sector, reason: str, cfg: MinerSettings,
+                  rng: random.Random | None = None) -> Transition:
+    """A temporary failure of the current attempt: the next attempt after a backoff, or
+    failed once the phase's attempt limit is used up."""
     if sector.tries >= cfg.max_attempts.get(sector.phase, 3):
         return Transition(replace(sector, state=State.FAILED,
                                   error=f"{reason} (after {sector.tries} attempts)"), None)

@@ -4,11 +4,19 @@ with confirms, then clear it from the outbox."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING
 
-from broker_topology.link import Link, Session
-from broker_topology.messages import LANE_PRIORITY, LOCAL_PHASES, Job, Lane, job_id
-from broker_topology.naming import POOL_ORIGIN, Names, routing_key
+from broker_topology.messages import (
+    LANE_PRIORITY,
+    LOCAL_PHASES,
+    MAX_BODY_BYTES,
+    Job,
+    Lane,
+    job_id,
+)
+from broker_topology.naming import POOL_ORIGIN, Names, delay_headers, routing_key
+from broker_topology.transport import Session, Transport
 
 from .store import Envelope, Record, SectorStore
 
@@ -41,7 +49,7 @@ def route(names: Names, env: Envelope, delay_buckets: tuple[int, ...]
     key = routing_key(origin, job.phase, lane, job.miner)
     if env.delay_s > 0 and delay_buckets:
         bucket = min(delay_buckets, key=lambda b: abs(b - env.delay_s))
-        return names.delay, key, {"delay": f"{bucket}s"}
+        return names.delay, key, delay_headers(bucket)
     return (names.local if job.home else names.jobs), key, None
 
 
@@ -59,8 +67,14 @@ class Publisher:
         self.store = store
         self.delay_buckets = delay_buckets
 
-    def publish(self, link: Link, env: Envelope) -> None:
-        """Publish (confirmed, retried across reconnects), then clear the outbox entry."""
+    def publish(self, link: Transport, env: Envelope) -> bool:
+        """Claim the outbox entry, publish (confirmed, retried across reconnects), then
+        clear it. False when the entry is gone or another instance is publishing it: that
+        one does, so the sweep never sends a second copy of an entry in flight."""
+        if self.store.claim(env) != 1:
+            log.debug("%s attempt %d: outbox entry taken or gone; not publishing",
+                      env.job.job_id, env.job.attempt)
+            return False
         exchange, key, headers = route(self.names, env, self.delay_buckets)
         body = env.job.to_bytes()
 
@@ -74,8 +88,26 @@ class Publisher:
                                 target_queue(self.names, env).encode(), persistent=False,
                                 confirm=False)
 
-        link.call(send, durable=True).result()
+        pending = link.call(send, durable=True)
+        renew_s = self.store.claim_ms / 3000
+        while True:
+            try:
+                pending.result(timeout=renew_s)
+                break
+            except FutureTimeout:  # a reconnect, a blocked broker: keep the entry ours
+                self.store.claim(env)
         self.store.outbox_done(env)
         self.store.count("jobs_published")
         log.debug("published %s attempt %d to %s %s", env.job.job_id, env.job.attempt,
                   exchange, key)
+        return True
+
+
+def oversize(job: Job) -> str | None:
+    """Why `job` cannot be published (encoded over MAX_BODY_BYTES: every worker would park
+    it), or None. The reason becomes the sector's permanent error."""
+    size = len(job.to_bytes())
+    if size <= MAX_BODY_BYTES:
+        return None
+    return (f"{job.phase}: permanent: the {job.phase} job is {size} bytes, over the "
+            f"{MAX_BODY_BYTES}-byte message limit (phase outputs too large to carry inline)")

@@ -32,6 +32,10 @@ def sector_rows(store: SectorStore, cfg: MinerSettings | None = None) -> list[di
                 rec.slack if rec.slack is not None
                 else slack(s, rec.size, rec.deadline, now, observed, cfg).seconds, 1),
             "deadline_at_risk": rec.at_risk, "escalated": rec.escalated > 0,
+            # The watchdog's flag: no progress since `stalled_since` (much longer than the
+            # phase should take).
+            "stalled": rec.stalled is not None and not finished,
+            "stalled_since": None if finished else rec.stalled,
             "created_at": rec.created_at,
             "updated_at": rec.updated_at, "history": histories[s.number],
         })

@@ -2,7 +2,10 @@
 
 The broker thread only receives; this service's own thread does the Redis work, so a slow
 or restarting Redis never stalls heartbeats. Order per result: decode, apply (CAS in Redis,
-next job written to the outbox in the same step), publish the next job (confirmed), ack."""
+fenced by the result's lease epoch, next job written to the outbox in the same step),
+publish the next job (confirmed), ack. One message that cannot be handled is that
+message's failure (parked or recorded), never the process's; a wiped Redis is the one
+thing that stops it (RedisWiped)."""
 
 from __future__ import annotations
 
@@ -11,27 +14,29 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from broker_topology.declare import declare
 from broker_topology.errors import MessageError
-from broker_topology.link import Delivery, Link, Session, settle
+from broker_topology.link import Link, settle
 from broker_topology.messages import Outcome, Phase, Result
 from broker_topology.naming import Names
-from broker_topology.poison import park
+from broker_topology.poison import Reason, park
 from broker_topology.topology import miner_topology, pool_topology
+from broker_topology.transport import Delivery, Session, Transport
 from broker_topology.units import parse_sector_size
 
 from .admission import admit, envelope
 from .chain import SimulatedChain
-from .deadletters import CRASH_REASON, DeadLetters, fail_crashed
-from .deadlines import Durations, Slack, slack, urgent_check
+from .deadletters import DeadLetters
+from .deadlines import Durations, Slack, clamp_duration, expected, slack, urgent_check
+from .durable import Durable, RedisWiped
 from .fairness import Fairness
-from .pipeline import State, is_current, on_chain_due, on_result
+from .parked import history_of, on_parked
+from .pipeline import State, Transition, is_current, on_chain_due, on_result
 from .pledge import pledge
-from .publisher import Publisher, build_job
-from .store import Envelope, Record, SectorStore, history_entry
+from .publisher import Publisher, build_job, oversize
+from .store import Cas, Envelope, Record, SectorStore, history_entry
 
 if TYPE_CHECKING:
     import redis
@@ -39,7 +44,6 @@ if TYPE_CHECKING:
     from broker_topology.settings import PoolSettings
 
     from .config import MinerSettings
-    from .pipeline import Transition
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
@@ -48,12 +52,16 @@ ESCALATE_EVERY_S = 2.0
 
 class MinerService:
     def __init__(self, settings: PoolSettings, cfg: MinerSettings, miner: str,
-                 client: redis.Redis) -> None:
+                 client: redis.Redis, *, durable: Durable | None = None,
+                 transport: Transport | None = None) -> None:
         self.settings = settings
         self.cfg = cfg
         self.miner = miner
         self.names = Names(settings.namespace)
-        self.store = SectorStore(client, self.names, miner)
+        #: This host's memory of the dataset (None: no wipe detection, tests and tools).
+        self.durable = durable
+        self.store = SectorStore(client, self.names, miner, grace_s=cfg.outbox_grace,
+                                 claim_s=cfg.outbox_claim, guard=durable)
         self.publisher = Publisher(self.names, self.store, settings.delay_buckets)
         self.fairness = Fairness(client, self.names, miner, cfg.weight, cfg.pool_depth)
         self.durations = Durations(client, self.names)
@@ -66,28 +74,22 @@ class MinerService:
         self.inbox: queue.SimpleQueue[tuple[str, Delivery, bytes]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.rng = random.Random()
-        self.link = Link(settings.amqp_url, name=f"miner-publisher/{miner}",
-                         on_connect=self._on_connect, heartbeat=settings.heartbeat)
+        self.link: Transport = transport or Link(
+            settings.amqp_url, name=f"miner-publisher/{miner}", on_connect=self._on_connect,
+            heartbeat=settings.heartbeat)
 
     # -- I/O thread ------------------------------------------------------------------------
     def _on_connect(self, session: Session) -> None:
-        declare(session.connection, pool_topology(self.settings)
-                + miner_topology(self.settings, self.miner))
-
-        def consumer(key: str, queue_name: str, prefetch: int) -> Callable[[Any], None]:
-            def setup(ch: Any) -> None:
-                ch.basic_qos(prefetch_count=prefetch)
-                ch.basic_consume(queue_name, lambda _c, m, p, b: self.inbox.put(
-                    (key, session.delivery(key, m, p), b)))
-            return setup
-
-        session.channel("results", consumer("results", self.names.results_queue(self.miner),
-                                            64))
+        session.declare(pool_topology(self.settings) + miner_topology(self.settings, self.miner))
+        session.consume("results", self.names.results_queue(self.miner),
+                        lambda d, b: self.inbox.put(("results", d, b)), prefetch=64)
         # Any running miner records what lands in q.poison (and fails crashed sectors).
-        session.channel("poison", consumer("poison", self.names.poison_queue, 16))
+        session.consume("poison", self.names.poison_queue,
+                        lambda d, b: self.inbox.put(("poison", d, b)), prefetch=16)
 
     # -- service thread --------------------------------------------------------------------
     def run(self, ready_timeout: float = 30.0) -> None:
+        """Serve until stop(); raises RedisWiped when the dataset vanished under us."""
         self.link.start(wait_s=ready_timeout)
         log.info("miner %s running (namespace %s)", self.miner, self.settings.namespace)
         next_tick = next_escalation = 0.0
@@ -103,16 +105,34 @@ class MinerService:
                     pass
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_S
-                    self.advance_due()
-                    self.sweep_outbox()
-                    admit(self.store, self.fairness, self.publisher, self.link,
-                          self._urgent)
+                    self._guarded("tick", self.tick)
                 if time.monotonic() >= next_escalation:
                     next_escalation = time.monotonic() + ESCALATE_EVERY_S
-                    self.escalate()
-                    pledge(self.store, self.cfg, self.pledge_size)
+                    self._guarded("escalation", self.periodic)
         finally:
             self.link.stop()
+
+    def _guarded(self, what: str, work: Any) -> None:
+        """Periodic work fails one round only (e.g. Redis away past its retries); the next
+        round tries again. A wiped Redis is not a round's failure: it stops the service."""
+        try:
+            work()
+        except RedisWiped:
+            raise
+        except Exception:
+            log.exception("%s failed; trying again next round", what)
+
+    def tick(self) -> None:
+        if self.durable is not None:
+            self.durable.check()  # before anything writes to a wiped Redis
+        self.act_on_parked()
+        self.advance_due()
+        self.sweep_outbox()
+        admit(self.store, self.fairness, self.publisher, self.link, self._urgent)
+
+    def periodic(self) -> None:
+        self.escalate()
+        pledge(self.store, self.cfg, self.pledge_size)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -122,37 +142,90 @@ class MinerService:
         try:
             result = Result.from_bytes(body)
             if result.miner != self.miner:
-                raise MessageError("misrouted", f"result for {result.miner} in {source}")
+                raise MessageError(Reason.MISROUTED, f"result for {result.miner} in {source}")
         except MessageError as exc:
             log.warning("result parked in poison queue: %s", exc)
-            reason, detail = exc.reason, exc.detail
+            self._park(delivery, body, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a decoder bug: that message's failure only
+            log.exception("result could not be decoded; parking it")
+            self._park(delivery, body, Reason.NOT_JSON, f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            self.apply(result)
+        except RedisWiped:
+            raise
+        except Exception as exc:
+            # Parked, not lost: its dead letter moves the sector on (a retry).
+            log.exception("result %s attempt %d could not be applied; parking it",
+                          result.job_id, result.attempt)
+            self._park(delivery, body, Reason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+            return
+        settle(self.link.ack(delivery), f"result {result.job_id}")
+
+    def _park(self, delivery: Delivery, body: bytes, reason: str, detail: str) -> None:
+        source = self.names.results_queue(self.miner)
+        try:
             self.link.call(lambda s: park(s, self.names, delivery, body, reason=reason,
                                           detail=detail, source=source,
                                           by=f"miner-publisher/{self.miner}")).result()
-            return
-        self.apply(result)
-        settle(self.link.ack(delivery), f"result {result.job_id}")
+        except Exception:  # the broker went away: the message is redelivered later
+            log.exception("could not park a result; it stays in %s", source)
 
     def handle_poison(self, delivery: Delivery, body: bytes) -> None:
-        entry = self.dead_letters.record(delivery.headers, body, time.time())
-        log.warning("dead letter %s: %s (%s) from %s", entry["id"], entry["reason"],
-                    entry["detail"], entry["source"])
-        if entry["reason"] == CRASH_REASON and entry["miner"] is not None:
-            store = SectorStore(self.client, self.names, entry["miner"])
-            if fail_crashed(store, entry, time.time()):
-                log.error("sector %s/%s failed: %s crashed every worker that ran it",
-                          entry["miner"], entry["sector"], entry["phase"])
-        settle(self.link.ack(delivery), entry["id"])
+        """Record a dead letter and ack it; act on it now if it is this miner's (other
+        miners' runs act on theirs). Nothing in a poison message can stop the service."""
+        try:
+            entry = self.dead_letters.record(delivery.headers, body, time.time())
+            log.warning("dead letter %s: %s (%s) from %s", entry["id"], entry["reason"],
+                        entry["detail"], entry["source"])
+            if entry["miner"] == self.miner:
+                self.act_on_parked()
+        except RedisWiped:
+            raise
+        except Exception as exc:
+            log.exception("dead letter could not be handled; recording it as unknown")
+            try:
+                self.dead_letters.record({}, body, time.time())
+            except Exception:
+                log.exception("dead letter not recorded either; the broker keeps it")
+                self.link.reject(delivery, requeue=True)
+                return
+            log.info("dead letter kept without its headers (%s)", exc)
+        settle(self.link.ack(delivery), "dead letter")
+
+    def act_on_parked(self) -> None:
+        """Move on every sector of ours whose current attempt's job was parked."""
+        for entry_id in self.dead_letters.to_act_on(self.miner):
+            entry = self.dead_letters.get(entry_id)
+            if entry is not None and isinstance(entry.get("sector"), int):
+                self._act_on(entry)
+            self.dead_letters.acted_on(self.miner, entry_id)
+
+    def _act_on(self, entry: dict[str, Any]) -> None:
+        while True:
+            rec = self.store.get(entry["sector"])
+            moved = on_parked(rec.sector, rec.size, entry, self.cfg, self.rng) if rec else None
+            if rec is None or moved is None:
+                return  # not the attempt the sector waits for: nothing to move
+            t, error_class = moved
+            history = history_of(entry, error_class, t.sector.error)
+            if self._commit(rec, t, time.time(), history=history) is Cas.APPLIED:
+                self.store.count("parked_jobs")
+                log.error("%s attempt %d was parked (%s): sector %s", entry["job_id"],
+                          entry["attempt"], entry["reason"],
+                          f"failed: {t.sector.error}" if t.sector.state is State.FAILED
+                          else f"retries as attempt {t.sector.attempt}")
+                return
 
     def apply(self, result: Result) -> bool:
-        """Apply a result if it is the first for the attempt the sector waits for."""
+        """Apply a result if it is the first for the attempt the sector waits for, made
+        under the attempt's current lease epoch."""
         while True:
             rec = self.store.get(result.sector)
-            if rec is None or not is_current(rec.sector, result):
-                self.store.count("stale_results")
-                log.info("dropped stale/duplicate result %s attempt %d from %s",
-                         result.job_id, result.attempt, result.worker)
-                return False
+            if rec is None or not is_current(rec.sector, result) or result.epoch < 1:
+                return self._stale(result, "not the attempt the sector waits for"
+                                   if result.epoch >= 1 else "no lease epoch")
             now = time.time()
             t = on_result(rec.sector, result, self.cfg, now, self.rng)
             params = rec.params
@@ -160,15 +233,35 @@ class MinerService:
                 params = {**params, result.phase.value: result.outputs}
             if t.sector.phase is Phase.PC1 and "ticket" not in params:
                 params = {**params, "ticket": self.chain.ticket()}
-            if self._commit(rec, t, now, history=history_entry(result), params=params):
+            done = self._commit(rec, t, now, history=history_entry(result), params=params,
+                                epoch=result.epoch)
+            if done is Cas.STALE_EPOCH:
+                return self._stale(result, f"epoch {result.epoch} is not the current lease")
+            if done is Cas.APPLIED:
                 log.info("%s attempt %d: %s -> %s %s", result.job_id, result.attempt,
                          result.outcome, t.sector.state, t.sector.phase)
                 if result.outcome is Outcome.OK:
-                    self.durations.observe(result.phase, rec.size,
-                                           result.finished_at - result.started_at)
+                    self._observe(rec, result)
                 if t.sector.state in (State.DONE, State.FAILED):  # refill the pool now
                     admit(self.store, self.fairness, self.publisher, self.link, self._urgent)
                 return True
+
+    def _stale(self, result: Result, why: str) -> bool:
+        self.store.count("stale_results")
+        log.info("dropped stale/duplicate result %s attempt %d epoch %d from %s: %s",
+                 result.job_id, result.attempt, result.epoch, result.worker, why)
+        return False
+
+    def _observe(self, rec: Record, result: Result) -> None:
+        """Feed the shared durations table from miner-side times: the worker's span, but
+        never more than the time since we handed the attempt out."""
+        if rec.dispatched_at is not None:
+            window = self.store.redis_now() - rec.dispatched_at
+        else:  # a record from before dispatch times were kept
+            window = time.time() - rec.updated_at
+        seconds = clamp_duration(result.started_at, result.finished_at, window)
+        if seconds is not None:
+            self.durations.observe(result.phase, rec.size, seconds)
 
     def _slack(self, rec: Record) -> Slack:
         return slack(rec.sector, rec.size, rec.deadline, time.time(), self._observed, self.cfg)
@@ -178,29 +271,51 @@ class MinerService:
 
     def escalate(self) -> None:
         """Publish an urgent copy of the current job of every sector short of slack; flag
-        the ones that cannot make their deadline."""
+        the ones that cannot make their deadline, and the ones that stopped moving."""
         self._observed = self.durations.table()
+        held = {key for key, _ in self.store.held()}
+        redis_now = self.store.redis_now()
         for number in self.store.inflight() + self.store.due(float("inf")):
             rec = self.store.get(number)
             if rec is None or rec.sector.state not in (State.QUEUED, State.CHAIN):
                 continue
             s = self._slack(rec)
-            self.store.mark(number, slack=f"{s.seconds:.1f}")
+            if rec.slack is None or abs(rec.slack - s.seconds) >= 1:
+                self.store.mark(number, slack=f"{s.seconds:.1f}")
             if s.late and not rec.at_risk:
                 self.store.mark(number, at_risk="1")
                 self.store.count("deadline_at_risk")
                 log.warning("sector %s/%d cannot make its deadline: %.0fs late at the "
                             "expected pace (%.0fs of work left)", self.miner, number,
                             -s.seconds, s.remaining)
-            if (rec.sector.state is State.QUEUED and s.seconds < self.cfg.escalate_slack
-                    and rec.escalated != rec.sector.attempt):
+            if rec.sector.state is not State.QUEUED:
+                continue
+            job_key = f"{rec.sector.miner}/{number}/{rec.sector.phase}#{rec.sector.attempt}"
+            if job_key not in held:
+                self._watch(rec, redis_now)
+            if s.seconds < self.cfg.escalate_slack and rec.escalated != rec.sector.attempt:
                 now = time.time()
                 env = Envelope(build_job(rec, rec.sector, now), 0.0, True, now)
-                self.store.put_outbox(env)
-                self.publisher.publish(self.link, env)
-                self.store.mark(number, escalated=str(rec.sector.attempt))
-                self.store.count("escalated")
-                log.info("escalated %s (slack %.0fs)", env.job.job_id, s.seconds)
+                if self.store.escalate(rec, env):  # one instance wins the compare-and-set
+                    self.publisher.publish(self.link, env)
+                    self.store.count("escalated")
+                    log.info("escalated %s (slack %.0fs)", env.job.job_id, s.seconds)
+
+    def _watch(self, rec: Record, redis_now: float) -> None:
+        """Watchdog: flag (once) a dispatched sector with no progress for much longer than
+        its phase should take."""
+        if rec.stalled is not None:
+            return
+        since = rec.dispatched_at if rec.dispatched_at is not None else rec.updated_at
+        now = redis_now if rec.dispatched_at is not None else time.time()
+        limit = max(3 * expected(rec.sector.phase, rec.size, self._observed),
+                    self.cfg.stall_floor) + rec.dispatch_delay
+        if now - since > limit and self.store.flag_stalled(rec, since):
+            self.store.count("stalled")
+            log.warning("sector %s/%d stalled: no progress at %s attempt %d for %.0fs "
+                        "(expected at most %.0fs); see `miner-publisher explain %s/%d/%s`",
+                        self.miner, rec.sector.number, rec.sector.phase, rec.sector.attempt,
+                        now - since, limit, self.miner, rec.sector.number, rec.sector.phase)
 
     def advance_due(self) -> None:
         for number in self.store.due(time.time()):
@@ -209,22 +324,27 @@ class MinerService:
                 self._commit(rec, on_chain_due(rec.sector), time.time())
 
     def sweep_outbox(self) -> None:
-        for env in self.store.outbox_stale(self.cfg.outbox_grace, time.time()):
+        for env in self.store.outbox_stale():
             log.warning("republishing %s attempt %d from the outbox", env.job.job_id,
                         env.job.attempt)
             self.publisher.publish(self.link, env)
 
     def _commit(self, rec: Record, t: Transition, now: float, *,
                 history: dict[str, Any] | None = None,
-                params: dict[str, Any] | None = None) -> bool:
+                params: dict[str, Any] | None = None, epoch: int | None = None) -> Cas:
         env = None
         if t.dispatch_after is not None:
-            job_rec = rec if params is None else Record(**{**rec.__dict__, "params": params})
-            env = envelope(self.store, self.fairness, build_job(job_rec, t.sector, now),
-                           t.dispatch_after, False, now)
-        if not self.store.transition(rec, t.sector, now, history=history, envelope=env,
-                                     params=params):
-            return False
-        if env is not None and not env.held:
+            job_rec = rec if params is None else replace(rec, params=params)
+            job = build_job(job_rec, t.sector, now)
+            too_big = oversize(job)
+            if too_big is None:
+                env = envelope(self.store, self.fairness, job, t.dispatch_after, False, now)
+            else:  # every worker would park it: fail the sector now, saying why
+                log.error("sector %s/%d failed: %s", self.miner, rec.sector.number, too_big)
+                self.store.count("oversized_jobs")
+                t = Transition(replace(t.sector, state=State.FAILED, error=too_big), None)
+        done = self.store.cas(rec, t.sector, now, history=history, envelope=env,
+                              params=params, epoch=epoch)
+        if done is Cas.APPLIED and env is not None and not env.held:
             self.publisher.publish(self.link, env)
-        return True
+        return done

@@ -1,13 +1,15 @@
 """Sector records in Redis, changed only by atomic compare-and-set.
 
-Keys (all under the namespace):
-  sector:<miner>:<n>   hash: the record (state, phase, attempt, home, ...)
+Keys (all under the namespace, spelled by `Names.miner_key`, kinds in `naming.MinerKey`):
+  sector:<miner>:<n>   hash: the record (state, phase, attempt, home, dispatched_at, ...)
   history:<miner>:<n>  list: one JSON entry per finished attempt
   sectors:<miner>      zset: sector number -> created_at (the index)
-  seq:<miner>          counter: last sector number
+  seq:<miner>          counter: last sector number (never below the host's high-water mark)
   outbox:<miner>       hash: job key -> publish envelope, written in the same transaction as
                        the transition and removed once the broker confirmed the job. Whoever
                        dies in between, another instance republishes it: no lost transition.
+  outbox-claims:<miner> hash: job key -> `<instance>|<until ms>` on the Redis clock: who
+                       publishes the entry now; the sweep takes only unclaimed entries.
   due:<miner>          zset: sector number -> time its chain step completes
   pending:<miner>      zset: sectors not yet admitted to the pool, best first (deal, deadline)
   inflight:<miner>     set: sectors with a job in the pool (a chain wait uses no worker)
@@ -15,74 +17,28 @@ Keys (all under the namespace):
 
 Any number of `miner-publisher run` instances may share one miner: a transition applies
 only if (state, phase, attempt) are still what the caller read, so exactly one of them wins.
+A result's transition also needs the result's lease epoch to be the current one.
+The scripts are in `lua/` (named locals, one purpose each).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, Protocol
 
 import redis
 
-from broker_topology.messages import PIPELINE, Job, Phase, Result, SectorClass
-from broker_topology.naming import Names
+from broker_topology.messages import PIPELINE, Job, Phase, Result, SectorClass, job_id
+from broker_topology.naming import MinerKey, Names, attempt_ref
 
+from .durable import RedisWiped
 from .pipeline import Sector, State
-
-# KEYS: sector, history, outbox, due, pending, inflight, inflight-deal, published
-# ARGV: expected state, phase, attempt, fields JSON, history entry|"", outbox key|"",
-#       outbox value|"", due_at|"", sector number, new state, pending score,
-#       max in flight|"" (admission: refuse with -1 when the quota is used up),
-#       sector class, which in-flight set the quota counts ("all" | "deal")
-_CAS = """
-local s = redis.call('HMGET', KEYS[1], 'state', 'phase', 'attempt')
-if s[1] ~= ARGV[1] or s[2] ~= ARGV[2] or s[3] ~= ARGV[3] then return 0 end
-if ARGV[12] ~= '' then
-  local counted = ARGV[14] == 'deal' and KEYS[7] or KEYS[6]
-  if redis.call('SCARD', counted) >= tonumber(ARGV[12]) then return -1 end
-end
-local fields = cjson.decode(ARGV[4])
-for k, v in pairs(fields) do
-  if v == '' then redis.call('HDEL', KEYS[1], k) else redis.call('HSET', KEYS[1], k, v) end
-end
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7]) end
-if ARGV[8] ~= '' then redis.call('ZADD', KEYS[4], ARGV[8], ARGV[9])
-else redis.call('ZREM', KEYS[4], ARGV[9]) end
-redis.call('SREM', KEYS[8], ARGV[9])  -- its previous job, if any, is settled
-local st = ARGV[10]
-if st == 'pending' then redis.call('ZADD', KEYS[5], ARGV[11], ARGV[9])
-else redis.call('ZREM', KEYS[5], ARGV[9]) end
-if st == 'queued' then
-  redis.call('SADD', KEYS[6], ARGV[9])
-  if ARGV[13] == 'deal' then redis.call('SADD', KEYS[7], ARGV[9]) end
-else
-  redis.call('SREM', KEYS[6], ARGV[9])
-  redis.call('SREM', KEYS[7], ARGV[9])
-end
-return 1
-"""
-
-# Take an outbox entry for republishing only if nobody touched it since it was read.
-_CLAIM_OUTBOX = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return 1
-"""
-
-# The broker has the job: clear it from the outbox and count it as out in the pool, unless
-# the sector already moved on (its result came back before we got here).
-# KEYS: outbox, published, sector  ARGV: outbox key, value, sector number, phase, attempt
-_PUBLISHED = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-local s = redis.call('HMGET', KEYS[3], 'state', 'phase', 'attempt')
-if s[1] == 'queued' and s[2] == ARGV[4] and s[3] == ARGV[5] then
-  redis.call('SADD', KEYS[2], ARGV[3])
-end
-return 1
-"""
+from .redis_text import fields, text_map, texts
+from .scripts import register
 
 
 @dataclass(frozen=True)
@@ -114,7 +70,7 @@ class Envelope:
 
     @property
     def key(self) -> str:
-        return f"{self.job.job_id}#{self.job.attempt}"
+        return attempt_ref(self.job.job_id, self.job.attempt)
 
 
 @dataclass(frozen=True)
@@ -134,32 +90,76 @@ class Record:
     at_risk: bool = False
     #: Slack as the running miner last computed it (its settings and observed durations).
     slack: float | None = None
+    #: When the current attempt was handed out (Redis clock), and the delay it was given.
+    dispatched_at: float | None = None
+    dispatch_delay: float = 0.0
+    #: The watchdog flagged the sector: no progress since this time.
+    stalled: float | None = None
+
+
+class Cas(IntEnum):
+    """What a compare-and-set transition did (the script's return value)."""
+
+    APPLIED = 1
+    CHANGED = 0  # the sector is no longer as the caller read it
+    QUOTA = -1  # admission: the miner's in-flight quota is used up
+    STALE_EPOCH = -2  # a result whose lease epoch is not the current one
+
+
+class AllocationGuard(Protocol):
+    """Who keeps sector numbers from being reused (durable.Durable)."""
+
+    generation: str
+    high_water: int
+
+    def allocated(self, last: int) -> None: ...
 
 
 class SectorStore:
-    def __init__(self, client: redis.Redis, names: Names, miner: str) -> None:
+    def __init__(self, client: redis.Redis, names: Names, miner: str, *,
+                 instance: str | None = None, grace_s: float = 10.0, claim_s: float = 60.0,
+                 guard: AllocationGuard | None = None) -> None:
         self.r = client
         self.names = names
         self.miner = miner
-        self._cas = client.register_script(_CAS)
-        self._claim = client.register_script(_CLAIM_OUTBOX)
-        self._published = client.register_script(_PUBLISHED)
+        #: Who claims outbox entries (one id per process).
+        self.instance = instance or uuid.uuid4().hex[:12]
+        #: A freshly written job is left to its writer for this long before the sweep may
+        #: publish it; a publisher's claim lasts `claim_ms` and is renewed while it waits.
+        self.grace_ms = int(grace_s * 1000)
+        self.claim_ms = int(claim_s * 1000)
+        self.guard = guard
+        self._cas = register(client, "transition.lua")
+        self._claim = register(client, "claim_outbox.lua")
+        self._published = register(client, "published.lua")
+        self._escalate = register(client, "escalate.lua")
+        self._allocate = register(client, "allocate.lua")
 
-    def _k(self, kind: str, *rest: object) -> str:
-        return self.names.redis_key(kind, self.miner, *rest)
+    def _k(self, kind: MinerKey, *rest: object) -> str:
+        return self.names.miner_key(kind, self.miner, *rest)
 
     # -- creation ------------------------------------------------------------------------
     def create(self, count: int, sector_class: SectorClass, size: int, deadline: float,
                params: dict[str, Any], now: float) -> list[Record]:
-        last = int(self.r.incrby(self._k("seq"), count))
+        guard = self.guard
+        last = int(self._allocate(
+            keys=[self._k(MinerKey.SEQ), self.names.generation_key],
+            args=[count, guard.high_water if guard else 0, guard.generation if guard else ""]))
+        if last < 0:
+            raise RedisWiped(f"Redis lost generation {guard.generation if guard else '?'} "
+                             f"of namespace {self.names.namespace}: no sector numbers are "
+                             "allocated on a wiped Redis; restore it from AOF, or run "
+                             f"`miner-publisher recover --miner {self.miner}`")
+        if guard is not None:
+            guard.allocated(last)  # on this host's disk before any sector exists
         records = []
         pipe = self.r.pipeline(transaction=True)
         for number in range(last - count + 1, last + 1):
             sector = Sector(self.miner, number, State.PENDING, Phase.AP, 0)
             rec = Record(sector, sector_class, size, deadline, now, now, dict(params))
-            pipe.hset(self._k("sector", number), mapping=self._fields(rec))
-            pipe.zadd(self._k("sectors"), {str(number): now})
-            pipe.zadd(self._k("pending"),
+            pipe.hset(self._k(MinerKey.SECTOR, number), mapping=fields(self._fields(rec)))
+            pipe.zadd(self._k(MinerKey.SECTORS), {str(number): now})
+            pipe.zadd(self._k(MinerKey.PENDING),
                       {str(number): pending_score(sector_class, deadline, number)})
             records.append(rec)
         pipe.execute()
@@ -167,55 +167,61 @@ class SectorStore:
 
     # -- reads ---------------------------------------------------------------------------
     def numbers(self) -> list[int]:
-        return [int(n) for n in self.r.zrange(self._k("sectors"), 0, -1)]
+        return [int(n) for n in texts(self.r.zrange(self._k(MinerKey.SECTORS), 0, -1))]
 
     def get(self, number: int) -> Record | None:
-        raw = self.r.hgetall(self._k("sector", number))
+        raw = text_map(self.r.hgetall(self._k(MinerKey.SECTOR, number)))
         return _record(self.miner, number, raw) if raw else None
 
     def all(self) -> list[Record]:
         nums = self.numbers()
         pipe = self.r.pipeline(transaction=False)
         for n in nums:
-            pipe.hgetall(self._k("sector", n))
-        return [_record(self.miner, n, raw) for n, raw in zip(nums, pipe.execute(), strict=True)
+            pipe.hgetall(self._k(MinerKey.SECTOR, n))
+        return [_record(self.miner, n, text_map(raw))
+                for n, raw in zip(nums, pipe.execute(), strict=True)
                 if raw]
 
     def history(self, number: int) -> list[dict[str, Any]]:
-        return [json.loads(e) for e in self.r.lrange(self._k("history", number), 0, -1)]
+        return [json.loads(e) for e in self.r.lrange(self._k(MinerKey.HISTORY, number), 0, -1)]
 
     def histories(self, numbers: list[int]) -> dict[int, list[dict[str, Any]]]:
         pipe = self.r.pipeline(transaction=False)
         for n in numbers:
-            pipe.lrange(self._k("history", n), 0, -1)
+            pipe.lrange(self._k(MinerKey.HISTORY, n), 0, -1)
         return {n: [json.loads(e) for e in entries]
                 for n, entries in zip(numbers, pipe.execute(), strict=True)}
 
     def pending(self, limit: int) -> list[int]:
         """Sectors waiting for admission, best first."""
-        return [int(n) for n in self.r.zrange(self._k("pending"), 0, limit - 1)] \
+        return [int(n) for n in texts(self.r.zrange(self._k(MinerKey.PENDING), 0, limit - 1))] \
             if limit > 0 else []
 
     def counts(self) -> tuple[int, int, int]:
         """(pending, in flight, deal sectors in flight)."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.zcard(self._k("pending"))
-        pipe.scard(self._k("inflight"))
-        pipe.scard(self._k("inflight-deal"))
+        pipe.zcard(self._k(MinerKey.PENDING))
+        pipe.scard(self._k(MinerKey.INFLIGHT))
+        pipe.scard(self._k(MinerKey.INFLIGHT_DEAL))
         pending, inflight, deal = pipe.execute()
         return int(pending), int(inflight), int(deal)
 
     def inflight(self) -> list[int]:
-        return sorted(int(n) for n in self.r.smembers(self._k("inflight")))
+        return sorted(int(n) for n in self.r.smembers(self._k(MinerKey.INFLIGHT)))
 
     def due(self, now: float) -> list[int]:
-        return [int(n) for n in self.r.zrangebyscore(self._k("due"), "-inf", now)]
+        return [int(n) for n in texts(self.r.zrangebyscore(self._k(MinerKey.DUE), "-inf", now))]
 
     def stats(self) -> dict[str, int]:
-        return {k: int(v) for k, v in self.r.hgetall(self._k("stats")).items()}
+        return {k: int(v) for k, v in text_map(self.r.hgetall(self._k(MinerKey.STATS))).items()}
 
     def count(self, stat: str, by: int = 1) -> None:
-        self.r.hincrby(self._k("stats"), stat, by)
+        self.r.hincrby(self._k(MinerKey.STATS), stat, by)
+
+    def redis_now(self) -> float:
+        """The Redis server clock (seconds): one clock for every instance and host."""
+        sec, usec = self.r.time()
+        return float(sec) + float(usec) / 1e6
 
     # -- transitions ---------------------------------------------------------------------
     def transition(self, before: Record, after: Sector, now: float, *,
@@ -225,6 +231,17 @@ class SectorStore:
         """Apply `after` if the sector is still as `before` says; False if someone else won
         (or, with max_inflight, if the miner already has that many sectors in the pool; of
         class `quota_of` only, if given)."""
+        return self.cas(before, after, now, history=history, envelope=envelope,
+                        params=params, max_inflight=max_inflight,
+                        quota_of=quota_of) is Cas.APPLIED
+
+    def cas(self, before: Record, after: Sector, now: float, *,
+            history: dict[str, Any] | None = None, envelope: Envelope | None = None,
+            params: dict[str, Any] | None = None, max_inflight: int | None = None,
+            quota_of: SectorClass | None = None, epoch: int | None = None) -> Cas:
+        """`transition`, saying why it did not apply. With `epoch` (a result's), it applies
+        only while the attempt's lease epoch is that one: a result made under an older
+        lease (a worker frozen past it) is stale."""
         b = before.sector
         fields: dict[str, str] = {
             "state": after.state.value, "phase": after.phase.value,
@@ -232,13 +249,18 @@ class SectorStore:
             "chain_step": after.chain_step or "", "error": after.error or "",
             "updated_at": repr(now), "attempts": json.dumps(dict(after.attempts)),
             "base_attempt": str(after.base_attempt),
+            "stalled": "",  # progress: the watchdog looks afresh
         }
         if params is not None:
             fields["params"] = json.dumps(params)
+        if envelope is not None:
+            fields["dispatch_delay"] = repr(envelope.delay_s)
         ok = self._cas(
-            keys=[self._k("sector", b.number), self._k("history", b.number), self._k("outbox"),
-                  self._k("due"), self._k("pending"), self._k("inflight"),
-                  self._k("inflight-deal"), self._k("published")],
+            keys=[self._k(MinerKey.SECTOR, b.number), self._k(MinerKey.HISTORY, b.number),
+                  self._k(MinerKey.OUTBOX), self._k(MinerKey.DUE), self._k(MinerKey.PENDING),
+                  self._k(MinerKey.INFLIGHT), self._k(MinerKey.INFLIGHT_DEAL),
+                  self._k(MinerKey.PUBLISHED), self._k(MinerKey.OUTBOX_CLAIMS),
+                  self.names.epoch_key(job_id(self.miner, b.number, b.phase), b.attempt)],
             args=[b.state.value, b.phase.value, str(b.attempt), json.dumps(fields),
                   json.dumps(history) if history else "",
                   envelope.key if envelope else "", envelope.encode() if envelope else "",
@@ -246,55 +268,88 @@ class SectorStore:
                   after.state.value,
                   repr(pending_score(before.sector_class, before.deadline, b.number)),
                   "" if max_inflight is None else str(max_inflight),
-                  before.sector_class.value, quota_of.value if quota_of else "all"])
-        return int(ok) == 1
+                  before.sector_class.value, quota_of.value if quota_of else "all",
+                  "" if epoch is None else str(epoch),
+                  self.instance if envelope is not None and not envelope.held else "",
+                  self.grace_ms])
+        return Cas(int(ok))
 
     def mark(self, number: int, **flags: str) -> None:
-        """Set informational fields (escalated, at_risk) outside the state machine."""
-        self.r.hset(self._k("sector", number), mapping=flags)
+        """Set informational fields (at_risk, slack) outside the state machine."""
+        self.r.hset(self._k(MinerKey.SECTOR, number), mapping=fields(flags))
 
+    def flag_stalled(self, rec: Record, since: float) -> bool:
+        """Flag the sector stalled (no progress since `since`); True for the one caller
+        that set it (log it once). A transition clears the flag."""
+        return bool(self.r.hsetnx(self._k(MinerKey.SECTOR, rec.sector.number), "stalled",
+                                  repr(since)))
+
+    def escalate(self, rec: Record, envelope: Envelope) -> bool:
+        """Mark the sector escalated for its attempt and write the urgent copy to the outbox,
+        claimed by us; True when we must publish it (of several instances, exactly one)."""
+        s = rec.sector
+        return int(self._escalate(
+            keys=[self._k(MinerKey.SECTOR, s.number), self._k(MinerKey.OUTBOX),
+                  self._k(MinerKey.OUTBOX_CLAIMS)],
+            args=[s.phase.value, str(s.attempt), envelope.key, envelope.encode(),
+                  self.instance, self.claim_ms])) == 1
+
+    # -- the outbox ----------------------------------------------------------------------
     def put_outbox(self, envelope: Envelope) -> None:
-        self.r.hset(self._k("outbox"), envelope.key, envelope.encode())
+        """Write an entry claimed by us (tools and tests; the service writes through
+        transitions)."""
+        self.r.hset(self._k(MinerKey.OUTBOX), envelope.key, envelope.encode())
+        self.claim(envelope)
+
+    def claim(self, envelope: Envelope, replaces: Envelope | None = None, *,
+              sweeping: bool = False) -> int:
+        """Claim (or extend our claim on) an entry before publishing it: 1 claimed, 0 the
+        entry is gone or changed, -1 another instance publishes it (sweeping: anyone,
+        us included). With `replaces`, the entry must still be that one and becomes
+        `envelope` (a held job released)."""
+        current = replaces or envelope
+        return int(self._claim(
+            keys=[self._k(MinerKey.OUTBOX), self._k(MinerKey.OUTBOX_CLAIMS)],
+            args=[current.key, current.encode(), self.instance, self.claim_ms,
+                  envelope.encode() if replaces else "", "1" if sweeping else "0"]))
 
     def outbox_done(self, envelope: Envelope) -> None:
         job = envelope.job
-        self._published(keys=[self._k("outbox"), self._k("published"),
-                              self._k("sector", job.sector)],
+        self._published(keys=[self._k(MinerKey.OUTBOX), self._k(MinerKey.PUBLISHED),
+                              self._k(MinerKey.SECTOR, job.sector),
+                              self._k(MinerKey.OUTBOX_CLAIMS)],
                         args=[envelope.key, envelope.encode(), str(job.sector),
                               job.phase.value, str(job.attempt)])
 
     def published_count(self) -> int:
         """Sectors of this miner with a job out in the pool (waiting or running)."""
-        return int(self.r.scard(self._k("published")))
+        return int(self.r.scard(self._k(MinerKey.PUBLISHED)))
 
     def is_published(self, number: int) -> bool:
-        return bool(self.r.sismember(self._k("published"), str(number)))
+        return bool(self.r.sismember(self._k(MinerKey.PUBLISHED), str(number)))
+
+    def _entries(self) -> list[tuple[str, Envelope]]:
+        return [(k, Envelope.decode(raw))
+                for k, raw in text_map(self.r.hgetall(self._k(MinerKey.OUTBOX))).items()]
 
     def held(self) -> list[tuple[str, Envelope]]:
         """Held-back jobs, in release order."""
-        out = [(k, Envelope.decode(raw)) for k, raw in self.r.hgetall(self._k("outbox")).items()]
-        return sorted(((k, e) for k, e in out if e.held), key=lambda ke: ke[1].release_order())
+        return sorted(((k, e) for k, e in self._entries() if e.held),
+                      key=lambda ke: ke[1].release_order())
 
     def release(self, key: str, env: Envelope, now: float) -> Envelope | None:
         """Take a held job for publishing (None if another instance took it)."""
         fresh = Envelope(env.job, env.delay_s, env.urgent, now, held=False)
-        return fresh if self._claim(keys=[self._k("outbox")],
-                                    args=[key, env.encode(), fresh.encode()]) else None
+        return fresh if self.claim(fresh, replaces=env) == 1 else None
 
-    def outbox_stale(self, older_than: float, now: float) -> list[Envelope]:
-        """Entries nobody has published for a while; each returned one is claimed by us."""
-        taken = []
-        for key, raw in self.r.hgetall(self._k("outbox")).items():
-            env = Envelope.decode(raw)
-            if env.held or env.written_at > now - older_than:
-                continue
-            fresh = Envelope(env.job, env.delay_s, env.urgent, now)
-            if self._claim(keys=[self._k("outbox")], args=[key, raw, fresh.encode()]):
-                taken.append(fresh)
-        return taken
+    def outbox_stale(self) -> list[Envelope]:
+        """Entries nobody publishes: their writer's grace and any publisher's claim ran out
+        (on the Redis clock). Each returned one is claimed by us."""
+        return [env for _, env in self._entries()
+                if not env.held and self.claim(env, sweeping=True) == 1]
 
     def outbox_size(self) -> int:
-        return int(self.r.hlen(self._k("outbox")))
+        return int(self.r.hlen(self._k(MinerKey.OUTBOX)))
 
     @staticmethod
     def _fields(rec: Record) -> dict[str, str]:
@@ -318,7 +373,13 @@ def _record(miner: str, number: int, raw: dict[str, str]) -> Record:
                   float(raw["created_at"]), float(raw.get("updated_at", raw["created_at"])),
                   json.loads(raw.get("params", "{}")), int(raw.get("escalated", 0)),
                   raw.get("at_risk") == "1",
-                  float(raw["slack"]) if raw.get("slack") else None)
+                  float(raw["slack"]) if raw.get("slack") else None,
+                  _float(raw.get("dispatched_at")), _float(raw.get("dispatch_delay")) or 0.0,
+                  _float(raw.get("stalled")))
+
+
+def _float(raw: str | None) -> float | None:
+    return float(raw) if raw else None
 
 
 def pending_score(sector_class: SectorClass, deadline: float, number: int) -> float:
