@@ -1,6 +1,6 @@
 """An external processor that fails on purpose, for the external executor's tests.
-FAULT (environment): permanent | temporary | signal | hang | garbage | ok.
-`hang` starts a grandchild in its process group, writes both pids to PIDFILE, then sleeps
+FAULT (environment): permanent | temporary | signal | hang | garbage | big | ok.
+`big` prints 100 KB of outputs (a real c1 prints far more). `hang` starts a grandchild in its process group, writes both pids to PIDFILE, then sleeps
 and ignores SIGTERM: only the group SIGKILL ends it."""
 
 from __future__ import annotations
@@ -32,4 +32,7 @@ if fault == "hang":
     with open(os.environ["PIDFILE"], "w") as f:
         f.write(f"{os.getpid()} {child.pid}\n")
     time.sleep(600)
+if fault == "big":
+    print(json.dumps({"fault": fault, "proof": "ab" * 50_000}))
+    sys.exit(0)
 print(json.dumps({"fault": fault, "cpus": sorted(os.sched_getaffinity(0))}))
