@@ -7,6 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SEALPOOL_VENV:-$ROOT/.venv}"
 AMQP_PORT=5672
 REDIS_PORT=6379
+REDIS_DIR="$ROOT/.sealpool/redis"
+RABBITMQ_NOFILE=65536
 
 say() { printf '\033[1m[sealpool]\033[0m %s\n' "$*" >&2; }
 
@@ -31,16 +33,23 @@ wait_port() {  # wait_port PORT NAME SECONDS
 }
 
 ensure_services() {
-  if port_open $AMQP_PORT && port_open $REDIS_PORT; then return 0; fi
+  if port_open $AMQP_PORT && port_open $REDIS_PORT; then volatile_redis_check; return 0; fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt_install rabbitmq-server redis-server
     if ! port_open $REDIS_PORT; then
-      say "starting redis-server"
-      redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --save "" --appendonly no >/dev/null
+      # AOF, fsynced every second: sector records, numbers and fencing survive a restart
+      # (miner-publisher run refuses a Redis that persists nothing).
+      say "starting redis-server (AOF in $REDIS_DIR)"
+      mkdir -p "$REDIS_DIR"
+      redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --dir "$REDIS_DIR" \
+        --appendonly yes --appendfsync everysec --save "" >/dev/null
     fi
     if ! port_open $AMQP_PORT; then
       say "starting rabbitmq-server (takes a few seconds)"
-      rabbitmq-server -detached >/dev/null 2>&1 || true
+      # A shell's default 1,024 descriptors wedge the broker at ~400 queues (new
+      # connections hang in the handshake): raise the limit for the broker only.
+      ( ulimit -n $RABBITMQ_NOFILE 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+        rabbitmq-server -detached >/dev/null 2>&1 ) || true
       rabbitmqctl await_startup --timeout 120 >/dev/null 2>&1 || true
     fi
   elif docker_engine; then
@@ -53,7 +62,23 @@ ensure_services() {
     say "or point SEALPOOL_AMQP_URL / SEALPOOL_REDIS_URL at running servers."
     return 1
   fi
-  wait_port $REDIS_PORT Redis 30 && wait_port $AMQP_PORT RabbitMQ 120
+  wait_port $REDIS_PORT Redis 30 && wait_port $AMQP_PORT RabbitMQ 120 && volatile_redis_check
+}
+
+volatile_redis_check() {
+  # A Redis started earlier without persistence (before local.sh enabled AOF) is fine for
+  # the demo and tests only: say so, and let this shell's miner-publisher run accept it.
+  command -v redis-cli >/dev/null 2>&1 || return 0
+  local aof save run_id
+  aof="$(redis-cli -p $REDIS_PORT config get appendonly 2>/dev/null | sed -n 2p)"
+  save="$(redis-cli -p $REDIS_PORT config get save 2>/dev/null | sed -n 2p)"
+  [ "$aof" = "no" ] && [ -z "$save" ] || return 0
+  say "Redis on 127.0.0.1:$REDIS_PORT persists nothing (started without AOF): fine for the"
+  say "demo and tests only; restart it with deploy/local.sh services to keep sector state"
+  export SEALPOOL_MINER_ALLOW_VOLATILE_REDIS=1
+  # Its data dies with the process: remember miner state per Redis run, not for ever.
+  run_id="$(redis-cli -p $REDIS_PORT info server 2>/dev/null | sed -n 's/^run_id:\([0-9a-f]*\).*/\1/p')"
+  export SEALPOOL_MINER_STATE_DIR="${SEALPOOL_MINER_STATE_DIR:-$ROOT/.sealpool/state/volatile-${run_id:-unknown}}"
 }
 
 ensure_venv() {

@@ -101,6 +101,10 @@ class Pool:
                 "SEALPOOL_DELAY_BUCKETS": ",".join(map(str, s.delay_buckets)),
                 "SEALPOOL_DELIVERY_LIMIT": str(s.delivery_limit),
                 "SEALPOOL_HEARTBEAT": str(s.heartbeat),
+                # The test Redis persists nothing (a throwaway pool), and each pool keeps
+                # its miners' host state (generation, highest sector number) to itself.
+                "SEALPOOL_MINER_ALLOW_VOLATILE_REDIS": "1",
+                "SEALPOOL_MINER_STATE_DIR": str(self.tmp / "miner-state"),
                 "PYTHONUNBUFFERED": "1"}
 
     def redis(self) -> redis.Redis:
