@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -38,12 +39,16 @@ from .storage import Storage
 if TYPE_CHECKING:
     from broker_topology.control import GpuInfo
     from broker_topology.settings import PoolSettings
-    from broker_topology.transport import Transport
+    from broker_topology.transport import Session, Transport
 
     from .config import WorkerSettings
     from .executors.base import Executor
 
 log = logging.getLogger(__name__)
+#: Makes the worker's transport from (name, on_connect, on_tick): the in-memory twin in
+#: tests; the pika Link otherwise.
+TransportFactory = Callable[[str, Callable[["Session"], None], Callable[["Session"], None]],
+                            "Transport"]
 #: Slack on top of the longest kill grace when joining slot threads at stop.
 JOIN_MARGIN_S = 5.0
 
@@ -52,7 +57,7 @@ class Worker:
     def __init__(self, pool: PoolSettings, cfg: WorkerSettings,
                  executors: dict[Any, Executor], client: redis.Redis,
                  gpus: dict[int, GpuInfo] | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: TransportFactory | None = None) -> None:
         self.pool = pool
         self.cfg = cfg
         self.names = Names(pool.namespace)
@@ -71,9 +76,11 @@ class Worker:
                                  storage_group=cfg.storage_group,
                                  sector_sizes=cfg.sector_sizes)
         self.consumer = Consumer(pool, cfg, self.slots, self.admission, self.control)
-        self.transport: Transport = transport or Link(
-            pool.amqp_url, name=f"pool-worker/{cfg.name}", on_connect=self.consumer.on_connect,
-            on_tick=self.consumer.on_tick, heartbeat=pool.heartbeat, on_fatal=_die)
+        name = f"pool-worker/{cfg.name}"
+        self.transport: Transport = (
+            transport(name, self.consumer.on_connect, self.consumer.on_tick) if transport
+            else Link(pool.amqp_url, name=name, on_connect=self.consumer.on_connect,
+                      on_tick=self.consumer.on_tick, heartbeat=pool.heartbeat, on_fatal=_die))
         self.runner = Runner(pool, cfg, self.transport, executors, self.leases,
                              Blobs(client, self.names), self.storage, self.slots,
                              self.request_claim)
