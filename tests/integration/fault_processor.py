@@ -1,6 +1,7 @@
 """An external processor that fails on purpose, for the external executor's tests.
 FAULT (environment): permanent | temporary | signal | hang | garbage | big | ok.
-`big` prints 100 KB of outputs (a real c1 prints far more). `hang` starts a grandchild in its process group, writes both pids to PIDFILE, then sleeps
+`big` prints 100 KB of outputs (a real c1 prints far more).
+`hang` starts a grandchild in its process group, writes both pids to PIDFILE, then sleeps
 and ignores SIGTERM: only the group SIGKILL ends it."""
 
 from __future__ import annotations
