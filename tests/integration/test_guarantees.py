@@ -215,3 +215,25 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_100_kb_processor_output_travels_by_reference_and_the_sector_finishes(
+        pool: Pool) -> None:
+    # Given pc2 run by a processor that prints 100 KB of outputs (every later job of the
+    # sector carries them: inline, the c2 job would be over the 64 KiB message limit)
+    pool.worker_from_config(
+        "wb", 'data_dir = "data"\nsector_sizes = ["2KiB"]\nsimulate = 0.05\n'
+        'heartbeat_interval = "0.5s"\ndrain_timeout = "2s"\n'
+        f'[executors.pc2]\nkind = "external"\ncommand = ["{sys.executable}", "{FAULT}"]\n'
+        'env = { FAULT = "big" }\n')
+    pool.miner(MINER)
+    pool.enqueue(MINER, 1, "cc")
+    # Then the sector is done, pc2's outputs are stored once by reference, nothing parked
+    [row] = pool.wait_finished([MINER], timeout=60)
+    assert row["state"] == "done", row
+    params = pool.store(MINER).get(row["sector"]).params  # type: ignore[union-attr]
+    ref = params["pc2"]
+    assert set(ref) == {"$blob", "bytes"} and ref["bytes"] > 100_000
+    stored = pool.redis().get(pool.names.blob_key(ref["$blob"]))
+    assert stored is not None and json.loads(stored)["proof"] == "ab" * 50_000
+    assert ready(pool, pool.names.poison_queue) == 0
