@@ -14,6 +14,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,8 @@ ESCALATE_EVERY_S = 2.0
 class MinerService:
     def __init__(self, settings: PoolSettings, cfg: MinerSettings, miner: str,
                  client: redis.Redis, *, durable: Durable | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Callable[[Callable[[Session], None]], Transport] | None = None
+                 ) -> None:
         self.settings = settings
         self.cfg = cfg
         self.miner = miner
@@ -74,7 +76,8 @@ class MinerService:
         self.inbox: queue.SimpleQueue[tuple[str, Delivery, bytes]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.rng = random.Random()
-        self.link: Transport = transport or Link(
+        #: `transport(on_connect)` builds another Transport (the in-memory twin in tests).
+        self.link: Transport = transport(self._on_connect) if transport else Link(
             settings.amqp_url, name=f"miner-publisher/{miner}", on_connect=self._on_connect,
             heartbeat=settings.heartbeat)
 
