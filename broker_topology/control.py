@@ -22,6 +22,7 @@ from .messages import (
     Attempt,
     Count,
     ErrorText,
+    PathText,
     Phase,
     SectorSize,
     Text,
@@ -118,7 +119,7 @@ class SlotView(_Part):
     #: Phases the config gives it.
     configured_phases: Phases
     #: Where new sectors' temp files go.
-    temp_dir: Text
+    temp_dir: PathText
     cores: Annotated[tuple[Count, ...], Field(max_length=65536)] = ()
     gpu: GpuInfo | None = None
     #: Memory budget in bytes (None: only what the machine has free).

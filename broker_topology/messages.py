@@ -164,10 +164,12 @@ def load_json_object(body: bytes | bytearray | memoryview | str, *,
         raise MessageError("not_json", f"{type(exc).__name__}: {exc}") from None
 
 
-def _json_object(value: dict[str, Any]) -> dict[str, Any]:
-    # Fields holding free-form JSON sit one level below the message's top object.
-    check_json(value, MAX_DEPTH - 1)
-    return value
+def _json_within(depth: int) -> AfterValidator:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        check_json(value, depth)
+        return value
+
+    return AfterValidator(check)
 
 
 def _known_size(value: int) -> int:
@@ -191,8 +193,14 @@ SectorSize = Annotated[int, Strict(), AfterValidator(_known_size)]
 Count = Annotated[int, Strict(), Field(ge=0, le=I64_MAX)]
 Text = Annotated[str, Strict(), Field(max_length=MAX_TEXT_CHARS)]
 ErrorText = Annotated[str, Strict(), Field(max_length=MAX_ERROR_CHARS)]
-#: A JSON object (params, outputs): plain JSON values only, within the depth limit.
-JsonDict = Annotated[dict[str, Any], AfterValidator(_json_object)]
+#: A JSON object of plain JSON values one level below a message's top (params), so
+#: within the message's depth limit.
+JsonDict = Annotated[dict[str, Any], _json_within(MAX_DEPTH - 1)]
+#: A result's outputs: one level less, since the miner carries them on in the next jobs'
+#: params under the phase's name; a result it accepted must never make a job it cannot build.
+Outputs = Annotated[dict[str, Any], _json_within(MAX_DEPTH - 2)]
+#: Paths (temp dirs): as long as Linux allows.
+PathText = Annotated[str, Strict(), Field(max_length=4096)]
 
 
 class Phase(StrEnum):
@@ -342,7 +350,7 @@ class Result(_Wire):
     home: WorkerName | None = None
     error_class: ErrorClass | None = None
     error: ErrorText | None = None
-    outputs: JsonDict = Field(default_factory=dict)
+    outputs: Outputs = Field(default_factory=dict)
     #: The fencing token of the lease this result was produced under (0: no lease, e.g.
     #: a result made for a job that was never run). The miner accepts a result only when
     #: its epoch is the current one for the attempt.

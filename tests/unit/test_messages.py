@@ -213,3 +213,13 @@ def test_control_requests_are_strict() -> None:
 def test_message_error_detail_is_one_bounded_line() -> None:
     err = MessageError("schema", "a\nb" + "c" * 10_000)
     assert "\n" not in err.detail and len(err.detail) <= 300
+
+
+def test_accepted_outputs_always_fit_the_next_jobs_params() -> None:
+    # the miner carries outputs on as params[<phase>]: one level deeper than in the result
+    deepest = {"a": nested(MAX_DEPTH - 3)}
+    res = Result.for_job(make_job(), "w1", 1.0, 2.0, outcome=Outcome.OK, outputs=deepest)
+    assert make_job(params={"pc1": res.outputs}).params["pc1"] == deepest
+    with pytest.raises(ValueError, match="deeper"):
+        Result.for_job(make_job(), "w1", 1.0, 2.0, outcome=Outcome.OK,
+                       outputs={"a": nested(MAX_DEPTH - 2)})
