@@ -1,7 +1,8 @@
 """Which SHA-256 compression the kernel uses: chosen once, forceable, named.
 
-``LABELER_IMPL=portable|shani|auto`` in the environment forces the choice at import;
-``use_implementation()`` changes it at run time (tests use both).
+``LABELER_IMPL=portable|shani|avx512|auto`` in the environment forces the choice at import;
+``use_implementation()`` changes it at run time (tests use both). ``avx512`` adds the
+16-lane lockstep kernel for batches to SHA-NI (or portable C) for single streams.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 from labeler_c._errors import LabelerUnavailable, check
 from labeler_c._ffi import ffi, lib
 
-_BITS = {"shani": lib.LABELER_IMPL_SHANI, "portable": lib.LABELER_IMPL_PORTABLE}
+# Best first.
+_BITS = {"avx512": lib.LABELER_IMPL_AVX512, "shani": lib.LABELER_IMPL_SHANI,
+         "portable": lib.LABELER_IMPL_PORTABLE}
 ENV_IMPL = "LABELER_IMPL"
 
 
@@ -22,8 +25,14 @@ def available_implementations() -> tuple[str, ...]:
 
 
 def implementation() -> str:
-    """The implementation in use: ``"shani"`` or ``"portable"``."""
+    """The implementation in use: ``"avx512"``, ``"shani"`` or ``"portable"``."""
     return str(ffi.string(lib.labeler_implementation()).decode())
+
+
+def lockstep_kernel(sectors: int) -> str:
+    """The lockstep kernel a batch of ``sectors`` uses now: ``"avx512x16"``, ``"shani-x2"``
+    or ``"portable"`` (the 16-lane one only for batches that fill enough of it)."""
+    return str(ffi.string(lib.labeler_lanes_implementation(sectors)).decode())
 
 
 def use_implementation(name: str | None = None) -> str:
@@ -33,7 +42,7 @@ def use_implementation(name: str | None = None) -> str:
     no silent fallback.
     """
     if name is None or name == "auto":
-        mask = lib.LABELER_IMPL_SHANI | lib.LABELER_IMPL_PORTABLE
+        mask = sum(_BITS.values())
     elif name in _BITS:
         mask = _BITS[name]
         if name not in available_implementations():

@@ -12,10 +12,13 @@ from labeler_c._cache import ParentCache, ensure_parent_cache, forget
 from labeler_c._errors import CorruptParentCache, check
 from labeler_c._ffi import ffi, lib
 from labeler_c._graph import NODE_BYTES, Graph, as_int, check_bytes32
+from labeler_c._lockstep import Lockstep
 from labeler_c._pool import LayerPool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from typing_extensions import Buffer
 
     PathArg = str | os.PathLike[str]
 
@@ -87,13 +90,7 @@ class _LayerDir:
             first += 1
         return first
 
-    def read(self, layer: int, into: list[memoryview]) -> None:
-        with open(self.file(layer), "rb") as f:
-            for view in into:
-                if f.readinto(view) != view.nbytes:
-                    raise OSError(f"{self.file(layer)} changed size while being read")
-
-    def write(self, layer: int, data: list[memoryview]) -> None:
+    def write(self, layer: int, data: Iterable[Buffer]) -> None:
         final = self.file(layer)
         tmp = final.with_name(final.name + ".partial")
         with open(tmp, "wb") as f:
@@ -110,11 +107,17 @@ class _LayerDir:
 
 
 class _Batch:
-    """Sectors labeled in lockstep by one thread, their layers lent block by block by a pool.
+    """Sectors labeled together by one thread, two per 2-stream compression, each in its own
+    (upstream) layout; their layers lent block by block by a pool.
 
     Block b of sector s's layer is the job's block ``b * k + s`` (k sectors), in the order
     the pool granted them.
     """
+
+    @staticmethod
+    def own_pool(k: int, nodes: int) -> LayerPool:
+        """A private arena: two whole layers per sector, each one block."""
+        return LayerPool(2 * k * nodes * NODE_BYTES, nodes * NODE_BYTES)
 
     def __init__(self, pool: LayerPool, rids: list[bytes], nodes: int,
                  cancelled: Callable[[], bool] | None) -> None:
@@ -165,8 +168,23 @@ class _Batch:
         size = min(self.layer_bytes, self.pool.block_bytes)
         return [self.pool.view(block)[:size] for block in blocks[s :: self.k]]
 
+    def load(self, s: int, path: Path) -> None:
+        """Sector s's current layer from a layer file (the whole layer must be lent)."""
+        with open(path, "rb") as f:
+            for view in self.views(s, self.job.cur):
+                if f.readinto(view) != view.nbytes:
+                    raise OSError(f"{path} changed size while being read")
+
+    def dump(self, s: int) -> Iterator[Buffer]:
+        """Sector s's previous layer, in node order, as upstream's bytes."""
+        yield from self.views(s, self.job.prev)
+
     def close(self) -> None:
         self.pool.leave(self.job)
+
+    def label(self, cache: ParentCache, nodes: int, layer: int,
+              progress: Callable[[int, int], None] | None, producer: bool) -> None:
+        _label_layer(self, cache, nodes, layer, progress, producer)
 
 
 def _label_layer(
@@ -218,8 +236,10 @@ def _label(
     keep_last: bool,
     cancelled: Callable[[], bool] | None = None,
     producer: bool = False,
+    lockstep: bool = False,
 ) -> list[bytes] | None:
-    """Label layers 1..layers of every sector, resuming from out_dirs; the last layers."""
+    """Label layers 1..layers of every sector, resuming from out_dirs; the last layers.
+    ``lockstep``: the node-interleaved batch kernel (16-lane AVX-512 where it runs)."""
     nodes = graph.nodes
     layer_bytes = nodes * NODE_BYTES
     dirs: list[_LayerDir] = []
@@ -240,33 +260,32 @@ def _label(
             return [d.file(layers).read_bytes() for d in dirs] if keep_last else None
 
     cache_path = parent_cache or ensure_parent_cache(nodes, graph.porep_id, graph.api_version)
+    kind: type[_Batch] | type[Lockstep] = Lockstep if lockstep else _Batch
     own_pool = pool is None
-    if pool is None:  # a private arena: two whole layers per sector, each one block
-        pool = LayerPool(2 * len(rids) * layer_bytes, layer_bytes)
+    if pool is None:
+        pool = kind.own_pool(len(rids), nodes)
     try:
-        batch = _Batch(pool, rids, nodes, cancelled)
+        batch = kind(pool, rids, nodes, cancelled)
         try:
             if first > 1:
                 batch.ensure(nodes)
                 for s, d in enumerate(dirs):
-                    d.read(first - 1, batch.views(s, batch.job.cur))
+                    batch.load(s, d.file(first - 1))
                 batch.finish_layer()
             with ParentCache(cache_path, nodes) as cache:
                 for layer in range(first, layers + 1):
                     try:
-                        _label_layer(batch, cache, nodes, layer, progress, producer)
+                        batch.label(cache, nodes, layer, progress, producer)
                     except CorruptParentCache:
                         if parent_cache is None:  # damaged since verified: re-hash next time
                             forget(Path(cache_path))
                         raise
                     batch.finish_layer()
                     for s, d in enumerate(dirs):
-                        d.write(layer, batch.views(s, batch.job.prev))
+                        d.write(layer, batch.dump(s))
             if not keep_last:
                 return None
-            return [
-                b"".join(bytes(v) for v in batch.views(s, batch.job.prev)) for s in range(len(rids))
-            ]
+            return [b"".join(bytes(v) for v in batch.dump(s)) for s in range(len(rids))]
         finally:
             batch.close()
     finally:
@@ -345,22 +364,31 @@ def label_batch(
     parent_cache: PathArg | None = None,
     progress: Callable[[int, int], None] | None = None,
     producer: bool = False,
+    lockstep: bool | None = None,
 ) -> list[bytes]:
     """Label several sectors of one graph in lockstep on this thread; their last layers.
 
-    Node v of every sector hashes together, two sectors per 2-stream SHA-NI compression,
-    which fills the latency gaps a single chain leaves: more labels per core than one
-    sector per thread. ``out_dirs`` (one per sector) works as in ``label_layers``.
+    Node v of every sector hashes together. By default (``lockstep``) the batch's layers
+    are node-interleaved and all its sectors go through one lockstep compression: 16 lanes
+    of AVX-512 where the CPU has it (for batches that fill enough of them), 2-stream SHA-NI
+    otherwise; up to 32 sectors. ``lockstep=False`` keeps each sector in its own layout and
+    hashes two at a time (up to 16; the only form with a ``producer`` thread). Either way
+    a core labels more than one sector per thread. ``out_dirs`` (one per sector) works as
+    in ``label_layers``.
     """
     if isinstance(replica_ids, (bytes, bytearray)) or not replica_ids:
         raise ValueError("replica_ids must be a non-empty sequence of 32-byte ids")
-    if len(replica_ids) > lib.LABELER_MAX_BATCH:
-        raise ValueError(f"a batch holds at most {lib.LABELER_MAX_BATCH} sectors, "
-                         f"got {len(replica_ids)}")
+    if lockstep is None:
+        lockstep = not producer
+    if lockstep and producer:
+        raise ValueError("the producer thread works with lockstep=False only")
+    most = lib.LABELER_MAX_LOCKSTEP if lockstep else lib.LABELER_MAX_BATCH
+    if len(replica_ids) > most:
+        raise ValueError(f"a batch holds at most {most} sectors, got {len(replica_ids)}")
     rids = [check_bytes32(r, "replica_id") for r in replica_ids]
     graph = Graph(nodes, porep_id, api_version)
     count = _check_layers(layers)
     last = _label(rids, graph, count, out_dirs, pool, parent_cache, progress, True,
-                  producer=producer)
+                  producer=producer, lockstep=lockstep)
     assert last is not None
     return last

@@ -171,11 +171,15 @@ class LayerPool:
              cancelled: Callable[[], bool] | None = None) -> PoolJob:
         """Admit a job of ``sectors`` sectors with ``layer_bytes`` layers; may wait."""
         need = sectors * self.blocks_for(layer_bytes)
+        return self.join_blocks(need, cancelled, f"{sectors} sector(s) with {layer_bytes}-byte "
+                                                 "layers")
+
+    def join_blocks(self, need: int, cancelled: Callable[[], bool] | None = None,
+                    what: str = "a job") -> PoolJob:
+        """Admit a job whose layers take ``need`` blocks each; may wait."""
         if 2 * need > self.blocks:
             raise ValueError(
-                f"{sectors} sector(s) with {layer_bytes}-byte layers need "
-                f"{2 * need * self.block_bytes} bytes; the pool has {self.capacity}"
-            )
+                f"{what} need {2 * need * self.block_bytes} bytes; the pool has {self.capacity}")
         out = ffi.new("labeler_pool_job **")
         while (rc := lib.labeler_pool_join(self._c, need, _WAIT_MS, out)) == lib.LABELER_E_TIMEOUT:
             _poll(cancelled)

@@ -18,10 +18,12 @@
 #define LABELER_MIN_NODES 64
 #define LABELER_MAX_NODES 2147483648ULL /* node indices are u32; a power of two */
 #define LABELER_MAX_BATCH 16             /* sectors labeled in lockstep by one call */
+#define LABELER_MAX_LOCKSTEP 32          /* sectors of one node-interleaved batch */
 
 /* Implementation bits for labeler_init() and labeler_available(). */
 #define LABELER_IMPL_PORTABLE 1u
 #define LABELER_IMPL_SHANI 2u
+#define LABELER_IMPL_AVX512 4u /* 16-lane lockstep kernel; single streams use SHA-NI or C */
 
 /* Graph versions (rust-fil-proofs ApiVersion). 1.2.0 builds the same graph as 1.1.0. */
 #define LABELER_API_1_0_0 0
@@ -80,12 +82,43 @@ typedef struct {
     uint32_t producer;
 } labeler_layer_args;
 
+/*
+ * A lockstep batch in the node-interleaved layout: node v of all nsectors sectors side by
+ * side, word w (big-endian-decoded, as SHA-256 reads it) of sector s at word
+ * w * nsectors + s of the node's 8 * nsectors words. One parent fetch serves every sector.
+ * A layer is a table of blocks of block_nodes nodes each (any count >= 1): node v lives at
+ * blocks[v / block_nodes] + 8 * nsectors * (v % block_nodes).
+ */
+typedef struct {
+    const uint32_t *parents;     /* parent cache: nodes x 14 u32 */
+    const uint8_t *replica_ids;  /* nsectors x 32 bytes */
+    uint32_t *const *cur;        /* this layer's block table */
+    const uint32_t *const *prev; /* layer - 1's; NULL for layer 1 */
+    uint32_t nsectors;           /* 1..LABELER_MAX_LOCKSTEP */
+    uint32_t block_nodes;
+    uint64_t nodes;
+    uint64_t start; /* nodes [start, end) of the layer; nodes below start are final */
+    uint64_t end;
+    uint32_t layer; /* 1-based */
+} labeler_lockstep_args;
+
+int labeler_label_lockstep(const labeler_lockstep_args *args);
+/* Sector `sector`'s labels of nodes [start, start + count), in upstream's byte layout,
+ * out of (unpack) or into (pack) a batch layer's block table. */
+int labeler_lockstep_unpack(const uint32_t *const *blocks, uint32_t block_nodes,
+                            uint32_t nsectors, uint32_t sector, uint64_t start, uint64_t count,
+                            uint8_t *out);
+int labeler_lockstep_pack(uint32_t *const *blocks, uint32_t block_nodes, uint32_t nsectors,
+                          uint32_t sector, uint64_t start, uint64_t count, const uint8_t *in);
+
 /* Bitmask of the implementations this CPU can run. */
 uint32_t labeler_available(void);
 /* Pick the best allowed implementation and self-test it. Returns its bit or LABELER_E_*. */
 int labeler_init(uint32_t allow_mask);
-/* "shani" or "portable": the implementation every hash now goes through. */
+/* "avx512", "shani" or "portable": the implementation every hash now goes through. */
 const char *labeler_implementation(void);
+/* The lockstep kernel a batch of nsectors uses now: "avx512x16", "shani-x2", "portable". */
+const char *labeler_lanes_implementation(uint32_t nsectors);
 
 void labeler_sha256(const uint8_t *msg, size_t len, uint8_t out[32]);
 

@@ -14,6 +14,12 @@
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(LABELER_NO_SHANI)
 #define LABELER_HAVE_SHANI 1
 #endif
+#if defined(__x86_64__) && !defined(LABELER_NO_AVX512)
+#define LABELER_HAVE_AVX512 1
+#endif
+
+/* Lanes of one lockstep compression call; wider batches take several calls. */
+#define LABELER_LANES 16
 
 /*
  * SHA-256 compression over nblocks blocks, each given as two 32-byte pieces
@@ -28,6 +34,14 @@ typedef void (*labeler_compress2_fn)(uint32_t state_a[8], uint32_t state_b[8],
                                      const uint8_t *const *pieces_a,
                                      const uint8_t *const *pieces_b, size_t nblocks);
 
+/*
+ * Lockstep compression of `lanes` (1..16) independent streams over nblocks blocks. state is
+ * word-major (state[w][lane]); each block is two node-interleaved pieces of 8 words, word w
+ * of lane s at piece[w * stride + s], as big-endian-decoded values (no byte swap).
+ */
+typedef void (*labeler_lanes_fn)(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                                 uint32_t stride, uint32_t lanes, size_t nblocks);
+
 extern const uint32_t labeler_sha256_iv[8];
 extern const uint32_t labeler_sha256_k[64];
 /* The padding block of any 64-byte message: 0x80, zeros, bit length 512. */
@@ -37,7 +51,15 @@ void labeler_compress_portable(uint32_t state[8], const uint8_t *const *pieces, 
 void labeler_compress2_portable(uint32_t state_a[8], uint32_t state_b[8],
                                 const uint8_t *const *pieces_a, const uint8_t *const *pieces_b,
                                 size_t nblocks);
+void labeler_lanes_portable(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                            uint32_t stride, uint32_t lanes, size_t nblocks);
+#ifdef LABELER_HAVE_AVX512
+void labeler_lanes_avx512(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                          uint32_t stride, uint32_t lanes, size_t nblocks);
+#endif
 #ifdef LABELER_HAVE_SHANI
+void labeler_lanes_shani(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                         uint32_t stride, uint32_t lanes, size_t nblocks);
 void labeler_compress_shani(uint32_t state[8], const uint8_t *const *pieces, size_t nblocks);
 void labeler_compress2_shani(uint32_t state_a[8], uint32_t state_b[8],
                              const uint8_t *const *pieces_a, const uint8_t *const *pieces_b,
@@ -47,6 +69,8 @@ void labeler_compress2_shani(uint32_t state_a[8], uint32_t state_b[8],
 /* The implementation chosen by labeler_init (portable until then). */
 labeler_compress_fn labeler_compress_current(void);
 labeler_compress2_fn labeler_compress2_current(void);
+/* The lockstep kernel for a batch of n sectors: the wide one only when n fills it enough. */
+labeler_lanes_fn labeler_lanes_for(uint32_t n);
 
 /* Final state to digest bytes; fr_safe clears the top two bits of byte 31 (SPEC §1). */
 void labeler_state_bytes(const uint32_t state[8], uint8_t out[32], int fr_safe);

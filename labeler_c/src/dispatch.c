@@ -1,14 +1,24 @@
 /*
  * Choose the SHA-256 compression once: cpuid, then a known-answer self-test of the
  * candidate, then one function pointer that every hash in the library goes through.
+ * An implementation is a set: the single-stream and 2-stream compressions, and the
+ * lockstep kernels for batches ("avx512" adds the 16-lane one to SHA-NI or portable C).
  */
 #include <string.h>
 
 #include "labeler_internal.h"
 
-#ifdef LABELER_HAVE_SHANI
+#if defined(LABELER_HAVE_SHANI) || defined(LABELER_HAVE_AVX512)
 #include <cpuid.h>
 #endif
+
+/*
+ * Batches below this many sectors use the narrow lockstep kernel (2-stream SHA-NI): the
+ * 16-lane one costs the same per call whatever the lanes filled, and beats 2-way SHA-NI
+ * only with enough of them: 10 and up here (128 KiB sectors, 11 layers, per CPU-second:
+ * 8 sectors 1.7 M labels/s on 16 lanes against 2.0 M on 2-stream SHA-NI, 12 sectors 2.6 M).
+ */
+#define WIDE_MIN_LANES 10
 
 const uint32_t labeler_sha256_iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                        0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -19,6 +29,8 @@ const uint8_t labeler_pad_64[64] = {[0] = 0x80, [62] = 0x02};
 static labeler_compress_fn g_compress = labeler_compress_portable;
 static labeler_compress2_fn g_compress2 = labeler_compress2_portable;
 static const char *g_name = "portable";
+static labeler_lanes_fn g_lanes = labeler_lanes_portable; /* narrow: any batch */
+static labeler_lanes_fn g_wide = NULL;                    /* wide: WIDE_MIN_LANES and up */
 
 labeler_compress_fn labeler_compress_current(void) {
     return __atomic_load_n(&g_compress, __ATOMIC_ACQUIRE);
@@ -30,6 +42,35 @@ labeler_compress2_fn labeler_compress2_current(void) {
 
 const char *labeler_implementation(void) { return __atomic_load_n(&g_name, __ATOMIC_ACQUIRE); }
 
+labeler_lanes_fn labeler_lanes_for(uint32_t n) {
+    labeler_lanes_fn wide = __atomic_load_n(&g_wide, __ATOMIC_ACQUIRE);
+    if (wide && n >= WIDE_MIN_LANES) return wide;
+    return __atomic_load_n(&g_lanes, __ATOMIC_ACQUIRE);
+}
+
+const char *labeler_lanes_implementation(uint32_t n) {
+    labeler_lanes_fn f = labeler_lanes_for(n);
+#ifdef LABELER_HAVE_AVX512
+    if (f == labeler_lanes_avx512) return "avx512x16";
+#endif
+#ifdef LABELER_HAVE_SHANI
+    if (f == labeler_lanes_shani) return "shani-x2";
+#endif
+    return "portable";
+}
+
+#ifdef LABELER_HAVE_AVX512
+/* AVX-512F, and the OS saves opmask and zmm state (XCR0 bits 1, 2, 5, 6, 7). */
+static int have_avx512(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 16))) return 0;
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (lo & 0xe6) == 0xe6;
+}
+#endif
+
 uint32_t labeler_available(void) {
     uint32_t mask = LABELER_IMPL_PORTABLE;
 #ifdef LABELER_HAVE_SHANI
@@ -38,6 +79,9 @@ uint32_t labeler_available(void) {
     if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 9)) && (c & (1u << 19)) &&
         __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)))
         mask |= LABELER_IMPL_SHANI;
+#endif
+#ifdef LABELER_HAVE_AVX512
+    if (have_avx512()) mask |= LABELER_IMPL_AVX512;
 #endif
     return mask;
 }
@@ -116,30 +160,77 @@ static int self_test(labeler_compress_fn f, labeler_compress2_fn f2) {
     return memcmp(sa, ra, sizeof sa) == 0 && memcmp(sb, rb, sizeof sb) == 0;
 }
 
+/*
+ * A lockstep kernel against the portable compression, lane by lane: 19 blocks of a
+ * different message per lane in the node-interleaved layout, full (16 lanes) and partial
+ * (5 lanes, whose neighbours must not leak in).
+ */
+static int lanes_self_test(labeler_lanes_fn f) {
+    enum { K = LABELER_LANES, BLOCKS = 19 };
+    static uint32_t words[2 * BLOCKS][8 * K];
+    const uint32_t *pieces[2 * BLOCKS];
+    for (int i = 0; i < 2 * BLOCKS; i++) {
+        for (int j = 0; j < 8 * K; j++) words[i][j] = 0x9e3779b9u * (uint32_t)(i * 8 * K + j + 1);
+        pieces[i] = words[i];
+    }
+    static const uint32_t counts[2] = {K, 5};
+    for (int c = 0; c < 2; c++) {
+        const uint32_t lanes = counts[c];
+        uint32_t st[8][LABELER_LANES];
+        for (int w = 0; w < 8; w++)
+            for (int s = 0; s < K; s++) st[w][s] = labeler_sha256_iv[w];
+        f(st, pieces, K, lanes, BLOCKS);
+        for (uint32_t s = 0; s < lanes; s++) {
+            uint8_t bytes[2 * BLOCKS][32];
+            const uint8_t *bp[2 * BLOCKS];
+            for (int i = 0; i < 2 * BLOCKS; i++) {
+                for (int w = 0; w < 8; w++)
+                    labeler_store_be32(bytes[i] + 4 * w, words[i][w * K + s]);
+                bp[i] = bytes[i];
+            }
+            uint32_t want[8];
+            memcpy(want, labeler_sha256_iv, sizeof want);
+            labeler_compress_portable(want, bp, BLOCKS);
+            for (int w = 0; w < 8; w++)
+                if (st[w][s] != want[w]) return 0;
+        }
+    }
+    return 1;
+}
+
 int labeler_init(uint32_t allow_mask) {
     uint32_t usable = allow_mask & labeler_available();
     labeler_compress_fn f;
-    labeler_compress2_fn f2;
-    const char *name;
-    int bit;
+    labeler_compress2_fn f2 = labeler_compress2_portable;
+    labeler_lanes_fn lanes = labeler_lanes_portable, wide = NULL;
+    const char *name = "portable";
+    int bit = LABELER_IMPL_PORTABLE;
     if (!usable) return LABELER_E_UNAVAILABLE;
+    f = labeler_compress_portable;
 #ifdef LABELER_HAVE_SHANI
-    if (usable & LABELER_IMPL_SHANI) {
+    /* avx512 brings no single-stream compression: its set takes SHA-NI where it runs. */
+    uint32_t shani = usable & LABELER_IMPL_AVX512 ? labeler_available() : usable;
+    if (shani & LABELER_IMPL_SHANI) {
         f = labeler_compress_shani;
         f2 = labeler_compress2_shani;
+        lanes = labeler_lanes_shani;
         name = "shani";
         bit = LABELER_IMPL_SHANI;
-    } else
-#endif
-    {
-        f = labeler_compress_portable;
-        f2 = labeler_compress2_portable;
-        name = "portable";
-        bit = LABELER_IMPL_PORTABLE;
     }
-    if (!self_test(f, f2)) return LABELER_E_SELFTEST;
+#endif
+#ifdef LABELER_HAVE_AVX512
+    if (usable & LABELER_IMPL_AVX512) {
+        wide = labeler_lanes_avx512;
+        name = "avx512";
+        bit = LABELER_IMPL_AVX512;
+    }
+#endif
+    if (!self_test(f, f2) || !lanes_self_test(lanes) || (wide && !lanes_self_test(wide)))
+        return LABELER_E_SELFTEST;
     __atomic_store_n(&g_compress, f, __ATOMIC_RELEASE);
     __atomic_store_n(&g_compress2, f2, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_lanes, lanes, __ATOMIC_RELEASE);
+    __atomic_store_n(&g_wide, wide, __ATOMIC_RELEASE);
     __atomic_store_n(&g_name, name, __ATOMIC_RELEASE);
     return bit;
 }

@@ -15,6 +15,38 @@ __attribute__((aligned(16))) const uint32_t labeler_sha256_k[64] = {
 
 static inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
+/* One block of 16 message words (already big-endian decoded). */
+static inline void compress_words(uint32_t state[8], uint32_t w[64]) {
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = state[0], b_ = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
+                      labeler_sha256_k[i] + w[i];
+        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b_) ^ (a & c) ^ (b_ & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b_;
+        b_ = a;
+        a = t1 + t2;
+    }
+    state[0] += a;
+    state[1] += b_;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+}
+
 void labeler_compress_portable(uint32_t state[8], const uint8_t *const *pieces, size_t nblocks) {
     uint32_t w[64];
     for (size_t b = 0; b < nblocks; b++) {
@@ -22,34 +54,24 @@ void labeler_compress_portable(uint32_t state[8], const uint8_t *const *pieces, 
             w[i] = labeler_load_be32(pieces[2 * b] + 4 * i);
             w[8 + i] = labeler_load_be32(pieces[2 * b + 1] + 4 * i);
         }
-        for (int i = 16; i < 64; i++) {
-            uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-            uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+        compress_words(state, w);
+    }
+}
+
+/* Lockstep lanes one after the other: the oracle for the vector kernels. */
+void labeler_lanes_portable(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                            uint32_t stride, uint32_t lanes, size_t nblocks) {
+    for (uint32_t s = 0; s < lanes; s++) {
+        uint32_t st[8], w[64];
+        for (int i = 0; i < 8; i++) st[i] = state[i][s];
+        for (size_t b = 0; b < nblocks; b++) {
+            for (int i = 0; i < 8; i++) {
+                w[i] = pieces[2 * b][(size_t)i * stride + s];
+                w[8 + i] = pieces[2 * b + 1][(size_t)i * stride + s];
+            }
+            compress_words(st, w);
         }
-        uint32_t a = state[0], b_ = state[1], c = state[2], d = state[3];
-        uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
-        for (int i = 0; i < 64; i++) {
-            uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                          labeler_sha256_k[i] + w[i];
-            uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b_) ^ (a & c) ^ (b_ & c));
-            h = g;
-            g = f;
-            f = e;
-            e = d + t1;
-            d = c;
-            c = b_;
-            b_ = a;
-            a = t1 + t2;
-        }
-        state[0] += a;
-        state[1] += b_;
-        state[2] += c;
-        state[3] += d;
-        state[4] += e;
-        state[5] += f;
-        state[6] += g;
-        state[7] += h;
+        for (int i = 0; i < 8; i++) state[i][s] = st[i];
     }
 }
 

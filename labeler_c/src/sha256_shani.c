@@ -118,6 +118,78 @@ SHANI void labeler_compress2_shani(uint32_t state_a[8], uint32_t state_b[8],
     STORE_STATE(state_a, abef_a, cdgh_a);
     STORE_STATE(state_b, abef_b, cdgh_b);
 }
+/* Words 4j..4j+3 of lane s of a node-interleaved piece (labeler_lanes_fn): a strided
+ * gather of values that need no byte swap. */
+#define LOAD_LANE(m, lo, hi, stride, s)                                                     \
+    do {                                                                                    \
+        for (int j_ = 0; j_ < 2; j_++) {                                                    \
+            const uint32_t *p_ = (j_ ? (hi) : (lo)) + (s);                                  \
+            m[2 * j_] = _mm_set_epi32((int)p_[3 * (stride)], (int)p_[2 * (stride)],         \
+                                      (int)p_[stride], (int)p_[0]);                         \
+            m[2 * j_ + 1] = _mm_set_epi32((int)p_[7 * (stride)], (int)p_[6 * (stride)],     \
+                                          (int)p_[5 * (stride)], (int)p_[4 * (stride)]);    \
+        }                                                                                   \
+    } while (0)
+
+static inline void lane_state(uint32_t state[8][LABELER_LANES], uint32_t s, uint32_t out[8]) {
+    for (int i = 0; i < 8; i++) out[i] = state[i][s];
+}
+
+static inline void set_lane_state(uint32_t state[8][LABELER_LANES], uint32_t s,
+                                  const uint32_t in[8]) {
+    for (int i = 0; i < 8; i++) state[i][s] = in[i];
+}
+
+/* Lockstep lanes two at a time through the interleaved SHA-NI rounds (a lone last lane
+ * alone): the batch kernel where there is no AVX-512. */
+SHANI void labeler_lanes_shani(uint32_t state[8][LABELER_LANES], const uint32_t *const *pieces,
+                               uint32_t stride, uint32_t lanes, size_t nblocks) {
+    const uint32_t *k = labeler_sha256_k;
+    uint32_t s = 0;
+    for (; s + 1 < lanes; s += 2) {
+        uint32_t sta[8], stb[8];
+        __m128i abef_a, cdgh_a, abef_b, cdgh_b, ma[4], mb[4];
+        lane_state(state, s, sta);
+        lane_state(state, s + 1, stb);
+        LOAD_STATE(sta, abef_a, cdgh_a);
+        LOAD_STATE(stb, abef_b, cdgh_b);
+        for (size_t b = 0; b < nblocks; b++) {
+            const __m128i abef_a0 = abef_a, cdgh_a0 = cdgh_a, abef_b0 = abef_b, cdgh_b0 = cdgh_b;
+            LOAD_LANE(ma, pieces[2 * b], pieces[2 * b + 1], stride, s);
+            LOAD_LANE(mb, pieces[2 * b], pieces[2 * b + 1], stride, s + 1);
+#define TWO(i)                                                                              \
+    ROUNDS4(i, ma, abef_a, cdgh_a);                                                         \
+    ROUNDS4(i, mb, abef_b, cdgh_b)
+            ROUNDS64(TWO);
+#undef TWO
+            abef_a = _mm_add_epi32(abef_a, abef_a0);
+            cdgh_a = _mm_add_epi32(cdgh_a, cdgh_a0);
+            abef_b = _mm_add_epi32(abef_b, abef_b0);
+            cdgh_b = _mm_add_epi32(cdgh_b, cdgh_b0);
+        }
+        STORE_STATE(sta, abef_a, cdgh_a);
+        STORE_STATE(stb, abef_b, cdgh_b);
+        set_lane_state(state, s, sta);
+        set_lane_state(state, s + 1, stb);
+    }
+    if (s < lanes) {
+        uint32_t st[8];
+        __m128i abef, cdgh, m[4];
+        lane_state(state, s, st);
+        LOAD_STATE(st, abef, cdgh);
+        for (size_t b = 0; b < nblocks; b++) {
+            const __m128i abef0 = abef, cdgh0 = cdgh;
+            LOAD_LANE(m, pieces[2 * b], pieces[2 * b + 1], stride, s);
+#define ONE(i) ROUNDS4(i, m, abef, cdgh)
+            ROUNDS64(ONE);
+#undef ONE
+            abef = _mm_add_epi32(abef, abef0);
+            cdgh = _mm_add_epi32(cdgh, cdgh0);
+        }
+        STORE_STATE(st, abef, cdgh);
+        set_lane_state(state, s, st);
+    }
+}
 #else
 /* ISO C forbids an empty translation unit. */
 typedef int labeler_no_shani;

@@ -36,13 +36,20 @@ def corrupt(good: bytes, row: int, word: int, value: int) -> bytes:
     return bytes(bad)
 
 
-def expect_corrupt(cache: Path, producer: bool, batch: int) -> None:
+# The three labeling paths: node-interleaved lockstep, per-sector layout read in place,
+# and per-sector layout with a producer thread.
+PATHS = {"lockstep": (True, False), "direct": (False, False), "producer": (False, True)}
+
+
+def expect_corrupt(cache: Path, path: str, batch: int) -> None:
     rids = [bytes([i + 1] * 32) for i in range(batch)]
     try:
-        labeler_c.label_batch(rids, POREP, NODES, 2, API, parent_cache=cache, producer=producer)
+        lockstep, producer = PATHS[path]
+        labeler_c.label_batch(rids, POREP, NODES, 2, API, parent_cache=cache, lockstep=lockstep,
+                              producer=producer)
     except labeler_c.CorruptParentCache:
         return
-    raise AssertionError(f"{cache.name}: no CorruptParentCache (producer={producer})")
+    raise AssertionError(f"{cache.name}: no CorruptParentCache ({path})")
 
 
 def rows(tmp: Path) -> None:
@@ -54,13 +61,13 @@ def rows(tmp: Path) -> None:
         for i, (row, word, value) in enumerate(cases):
             cache = tmp / f"bad-{i}.cache"
             cache.write_bytes(corrupt(good, row, word, value))
-            for producer in (False, True):
-                expect_corrupt(cache, producer, 1 + i % 3)
+            for path in PATHS:
+                expect_corrupt(cache, path, (1, 2, 5, 16)[i % 4])
         whole = tmp / "all-ff.cache"
         whole.write_bytes(b"\xff" * len(good))
-        expect_corrupt(whole, False, 2)
-        expect_corrupt(whole, True, 1)
-        print(f"ok rows {impl}: {len(cases)} damaged rows, direct and producer")
+        for path in PATHS:
+            expect_corrupt(whole, path, 2)
+        print(f"ok rows {impl}: {len(cases)} damaged rows, every path")
 
 
 def random_damage(tmp: Path) -> None:
@@ -71,12 +78,12 @@ def random_damage(tmp: Path) -> None:
     @settings(max_examples=40, deadline=None, database=None)
     @given(row=st.integers(2, NODES - 1), word=st.integers(0, 13),
            value=st.one_of(st.sampled_from(HUGE), st.integers(NODES, 2**32 - 1)),
-           producer=st.booleans(),
+           path=st.sampled_from(sorted(PATHS)), batch=st.sampled_from([1, 3, 16]),
            impl=st.sampled_from(labeler_c.available_implementations()))
-    def check(row: int, word: int, value: int, producer: bool, impl: str) -> None:
+    def check(row: int, word: int, value: int, path: str, batch: int, impl: str) -> None:
         labeler_c.use_implementation(impl)
         cache.write_bytes(corrupt(good, row, word, value))
-        expect_corrupt(cache, producer, 1)
+        expect_corrupt(cache, path, batch)
 
     check()
     print("ok random damage")

@@ -31,6 +31,7 @@ def test_producer_batch_equals_direct(k: int) -> None:
     porep, replicas = bytes([6] * 32), [bytes([20 + i] * 32) for i in range(k)]
     direct = labeler_c.label_batch(replicas, porep, 1 << 14, 3, API)
     assert labeler_c.label_batch(replicas, porep, 1 << 14, 3, API, producer=True) == direct
+    assert labeler_c.label_batch(replicas, porep, 1 << 14, 3, API, lockstep=False) == direct
 
 
 def test_producer_stops_on_a_corrupt_parent_cache(tmp_path: Path) -> None:
@@ -48,4 +49,9 @@ def test_producer_stops_on_a_corrupt_parent_cache(tmp_path: Path) -> None:
 
 def test_batch_size_is_bounded() -> None:
     with pytest.raises(ValueError, match="at most 16 sectors"):
-        labeler_c.label_batch([bytes([i] * 32) for i in range(17)], bytes(32), 64, 1, API)
+        labeler_c.label_batch([bytes([i] * 32) for i in range(17)], bytes(32), 64, 1, API,
+                              lockstep=False)
+    with pytest.raises(ValueError, match="at most 32 sectors"):
+        labeler_c.label_batch([bytes([i] * 32) for i in range(33)], bytes(32), 64, 1, API)
+    with pytest.raises(ValueError, match="producer thread works with lockstep=False"):
+        labeler_c.label_batch([bytes(32)], bytes(32), 64, 1, API, producer=True, lockstep=True)
