@@ -367,13 +367,25 @@ class Result(_Wire):
     @classmethod
     def for_job(cls, job: Job, worker: str, started_at: float, finished_at: float,
                 **fields: Any) -> Result:
-        """The result of `job`; an over-long `error` is cut (see cut_error), not refused:
-        a worker must always be able to report."""
+        """The result of `job`. A worker must always be able to report: an over-long
+        `error` is cut (see cut_error), and outputs that are not plain JSON within the
+        limits (NaN, 2**70, too deep: what a processor may print) make a permanent error
+        result instead of an exception the job would be handed back for, again and again."""
         if isinstance(fields.get("error"), str):
             fields["error"] = cut_error(fields["error"])
-        return cls(job_id=job.job_id, miner=job.miner, sector=job.sector, phase=job.phase,
-                   attempt=job.attempt, worker=worker, started_at=started_at,
-                   finished_at=finished_at, **fields)
+        ids: dict[str, Any] = {
+            "job_id": job.job_id, "miner": job.miner, "sector": job.sector, "phase": job.phase,
+            "attempt": job.attempt, "worker": worker, "started_at": started_at,
+            "finished_at": finished_at}
+        try:
+            return cls(**ids, **fields)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            if not first["loc"] or first["loc"][0] != "outputs":
+                raise
+            fields |= {"outcome": Outcome.ERROR, "error_class": ErrorClass.PERMANENT,
+                       "error": f"outputs refused: {_first_error(exc)}", "outputs": {}}
+            return cls(**ids, **fields)
 
 
 class Progress(_Wire):

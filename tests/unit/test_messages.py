@@ -182,6 +182,8 @@ def test_producers_build_valid_messages() -> None:
 def test_python_producers_are_held_to_the_same_rules() -> None:
     with pytest.raises(ValueError, match="finite"):
         Result.for_job(make_job(), "w1", float("nan"), 2.0, outcome=Outcome.OK)
+    with pytest.raises(ValueError, match="worker"):
+        Result.for_job(make_job(), "bad name!", 1.0, 2.0, outcome=Outcome.OK)
     with pytest.raises(ValueError, match="JSON value"):
         make_job(params={"path": object()})
     with pytest.raises(ValueError, match="sector size"):
@@ -220,6 +222,18 @@ def test_accepted_outputs_always_fit_the_next_jobs_params() -> None:
     deepest = {"a": nested(MAX_DEPTH - 3)}
     res = Result.for_job(make_job(), "w1", 1.0, 2.0, outcome=Outcome.OK, outputs=deepest)
     assert make_job(params={"pc1": res.outputs}).params["pc1"] == deepest
-    with pytest.raises(ValueError, match="deeper"):
-        Result.for_job(make_job(), "w1", 1.0, 2.0, outcome=Outcome.OK,
-                       outputs={"a": nested(MAX_DEPTH - 2)})
+    with pytest.raises(MessageError, match="deeper"):
+        Result.from_bytes(json.dumps(json.loads(res.to_bytes()) | {
+            "outputs": {"a": nested(MAX_DEPTH - 2)}}).encode())
+
+
+@pytest.mark.parametrize("outputs", [
+    {"a": nested(MAX_DEPTH - 2)}, {"x": float("nan")}, {"n": 2**70}, {"p": object()},
+])
+def test_a_worker_reports_unusable_outputs_as_a_permanent_error(outputs: Any) -> None:
+    res = Result.for_job(make_job(), "w1", 1.0, 2.0, outcome=Outcome.OK, outputs=outputs,
+                         epoch=5)
+    assert (res.outcome, res.error_class, res.outputs, res.epoch) == (
+        Outcome.ERROR, ErrorClass.PERMANENT, {}, 5)
+    assert res.error is not None and res.error.startswith("outputs refused: outputs")
+    assert Result.from_bytes(res.to_bytes()) == res
