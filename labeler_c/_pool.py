@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from broker_topology.units import parse_bytes
 from labeler_c._errors import check
 from labeler_c._ffi import ffi, lib
+from labeler_c._units import parse_size
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -42,7 +42,7 @@ def pool_size_from_env() -> int | None:
         if not raw:
             continue
         try:
-            return parse_bytes(raw)
+            return parse_size(raw)
         except ValueError:
             raise ValueError(
                 f"{name}={raw!r} is not a size; use bytes or e.g. 96GiB, 1500MiB") from None

@@ -24,12 +24,12 @@ import sys
 import threading
 import time
 
-from broker_topology.units import parse_bytes
 from labeler_c._cache import ensure_parent_cache
 from labeler_c._dispatch import implementation, use_implementation
 from labeler_c._graph import API_VERSIONS, NODE_BYTES, PARENT_ROW_BYTES, Graph, default_threads
 from labeler_c._label import _label
 from labeler_c._pool import LayerPool, block_bytes_for, pool_capacity, pool_sizes
+from labeler_c._units import parse_size
 
 _POREP_ID = bytes([0x7B] * 32)
 
@@ -74,7 +74,7 @@ class _AnonPeak:
 def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
     """``min``/``default``/``max`` for N sectors, or a size; refused below (N+1)·S."""
     named = pool_sizes(sectors, sector_bytes)
-    return pool_capacity(sectors, sector_bytes, named.get(text) or parse_bytes(text))
+    return pool_capacity(sectors, sector_bytes, named.get(text) or parse_size(text))
 
 
 def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
