@@ -22,7 +22,7 @@ EXAMPLE = Path(__file__).parents[2] / "deploy/processors/example.py"
 
 def job(phase: Phase = Phase.AP) -> Job:
     return Job(job_id=f"t01000/4/{phase.value}", miner="t01000", sector=4, phase=phase,
-               attempt=2, sector_class=SectorClass.DEAL, size=2048, deadline=1e12,
+               attempt=2, sector_class=SectorClass.DEAL, size=2048, deadline=4e9,
                issued_at=time.time())
 
 

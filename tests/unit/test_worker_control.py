@@ -35,7 +35,7 @@ def make() -> tuple[Controller, list[Slot], list[int]]:
 
 def busy(slot: Slot) -> None:
     job = Job(job_id="t01000/3/pc1", miner="t01000", sector=3, phase=Phase.PC1, attempt=1,
-              sector_class=SectorClass.CC, size=2048, deadline=1e12, issued_at=time.time())
+              sector_class=SectorClass.CC, size=2048, deadline=4e9, issued_at=time.time())
     slot.state, slot.job, slot.started_at = SlotState.BUSY, job, time.time()
 
 
@@ -116,7 +116,7 @@ def test_a_slot_with_every_phase_held_back_is_blocked() -> None:
 
 def test_registry_entries_mark_staleness() -> None:
     status = WorkerStatus(name="w1", instance="ab", host="h", address="10.0.0.1", pid=1,
-                          started_at=0, at=100.0, heartbeat_interval=5, phases=(Phase.AP,))
+                          started_at=1.0, at=100.0, heartbeat_interval=5, phases=(Phase.AP,))
     assert not status.stale(114.0) and status.stale(116.0)
 
 

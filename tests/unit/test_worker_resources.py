@@ -66,7 +66,7 @@ def test_running_jobs_on_the_same_disk_count_against_it() -> None:
     busy, free = slot(0, {Phase.PC1}), slot(1, {Phase.PC1})
     other_disk = slot(2, {Phase.PC1}, temp="/nvme1")
     busy.job = Job(job_id="t01000/1/pc1", miner="t01000", sector=1, phase=Phase.PC1,
-                   attempt=1, sector_class=SectorClass.CC, size=32 * GiB, deadline=1e12,
+                   attempt=1, sector_class=SectorClass.CC, size=32 * GiB, deadline=4e9,
                    issued_at=time.time())
     m = machine({"/nvme0": 600 * GiB, "/nvme1": 600 * GiB})
     ready = admission(m).admit([free, other_disk], [busy, free, other_disk])
