@@ -109,14 +109,16 @@ int labeler_label_lockstep(const labeler_lockstep_args *a) {
     broadcast(pad, k, PAD_LABEL);
     broadcast(pad64a, k, PAD64_A);
     broadcast(pad64b, k, PAD64_B);
-    uint32_t prefix_words[8] = {a->layer, 0, 0, 0, 0, 0, 0, 0};
+    const uint32_t prefix_words[8] = {a->layer, 0, 0, 0, 0, 0, 0, 0};
     const uint32_t *pieces[2 * LABEL_BLOCKS];
     uint32_t st[8][LABELER_MAX_LOCKSTEP];
     uint32_t row[LABELER_DEGREE];
+    broadcast(prefix, k, prefix_words);
     for (uint64_t v = a->start; v < a->end; v++) {
-        prefix_words[1] = (uint32_t)(v >> 32);
-        prefix_words[2] = (uint32_t)v;
-        broadcast(prefix, k, prefix_words);
+        for (uint32_t s = 0; s < k; s++) { /* only BE64(v), words 1 and 2, changes */
+            prefix[k + s] = (uint32_t)(v >> 32);
+            prefix[2 * k + s] = (uint32_t)v;
+        }
         pieces[0] = rid;
         pieces[1] = prefix;
         if (v == 0) { /* the prefix alone: one block and its padding */

@@ -54,8 +54,9 @@ AVX512 void labeler_lanes_avx512(uint32_t state[8][LABELER_LANES], const uint32_
                                  uint32_t stride, uint32_t lanes, size_t nblocks) {
     const uint32_t *k = labeler_sha256_k;
     const __mmask16 m = lanes >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << lanes) - 1);
-    __m512i s[8];
-    for (int i = 0; i < 8; i++) s[i] = _mm512_loadu_si512(state[i]);
+    /* The state stays in memory between blocks: 16 message words and 8 working ones
+     * already fill the 32 registers, and spilling in the rounds costs far more than 16
+     * loads and 8 stores per block. */
     for (size_t n = 0; n < nblocks; n++) {
         __m512i w[16];
         const uint32_t *lo = pieces[2 * n], *hi = pieces[2 * n + 1];
@@ -63,7 +64,10 @@ AVX512 void labeler_lanes_avx512(uint32_t state[8][LABELER_LANES], const uint32_
             w[i] = _mm512_maskz_loadu_epi32(m, lo + (size_t)i * stride);
             w[8 + i] = _mm512_maskz_loadu_epi32(m, hi + (size_t)i * stride);
         }
-        __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
+        __m512i a = _mm512_loadu_si512(state[0]), b = _mm512_loadu_si512(state[1]),
+                c = _mm512_loadu_si512(state[2]), d = _mm512_loadu_si512(state[3]),
+                e = _mm512_loadu_si512(state[4]), f = _mm512_loadu_si512(state[5]),
+                g = _mm512_loadu_si512(state[6]), h = _mm512_loadu_si512(state[7]);
         ROUNDS8(0);
         ROUNDS8(8);
         ROUNDS8(16);
@@ -72,16 +76,15 @@ AVX512 void labeler_lanes_avx512(uint32_t state[8][LABELER_LANES], const uint32_
         ROUNDS8(40);
         ROUNDS8(48);
         ROUNDS8(56);
-        s[0] = ADD(s[0], a);
-        s[1] = ADD(s[1], b);
-        s[2] = ADD(s[2], c);
-        s[3] = ADD(s[3], d);
-        s[4] = ADD(s[4], e);
-        s[5] = ADD(s[5], f);
-        s[6] = ADD(s[6], g);
-        s[7] = ADD(s[7], h);
+        _mm512_storeu_si512(state[0], ADD(a, _mm512_loadu_si512(state[0])));
+        _mm512_storeu_si512(state[1], ADD(b, _mm512_loadu_si512(state[1])));
+        _mm512_storeu_si512(state[2], ADD(c, _mm512_loadu_si512(state[2])));
+        _mm512_storeu_si512(state[3], ADD(d, _mm512_loadu_si512(state[3])));
+        _mm512_storeu_si512(state[4], ADD(e, _mm512_loadu_si512(state[4])));
+        _mm512_storeu_si512(state[5], ADD(f, _mm512_loadu_si512(state[5])));
+        _mm512_storeu_si512(state[6], ADD(g, _mm512_loadu_si512(state[6])));
+        _mm512_storeu_si512(state[7], ADD(h, _mm512_loadu_si512(state[7])));
     }
-    for (int i = 0; i < 8; i++) _mm512_storeu_si512(state[i], s[i]);
     _mm256_zeroupper();
 }
 #else
