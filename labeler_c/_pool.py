@@ -1,4 +1,4 @@
-"""Memory for labeling: one arena shared by the sectors labeling at once (DESIGN.md §7).
+"""Memory for labeling: one arena shared by the sectors labeling at once.
 
 A sector needs its previous layer whole (expander parents are random) and its current
 layer up to the node being labeled. So N sectors need up to 2·N·S bytes at the end of a

@@ -2,7 +2,8 @@
 [--sectors K] [--batch B] [--queue Q] [--pool SIZE] [--producer] [--json]``.
 
 Labels K sectors at once (one thread each; the C calls release the GIL; ``--batch B`` makes
-each thread label B sectors in lockstep, 2-stream SHA-NI; ``--queue Q`` makes it label Q
+each thread label B sectors together, 2-stream SHA-NI, or with ``--lockstep`` in the
+node-interleaved layout through the lockstep kernel; ``--queue Q`` makes it label Q
 such in a row, as a worker slot does) after the parent cache is ready,
 and reports the median of ``--repeat`` runs. ``labels_per_s_per_core`` divides by the cores
 the threads can use; ``labels_per_cpu_s`` by the CPU time spent.
@@ -78,8 +79,8 @@ def pool_size(text: str, sectors: int, sector_bytes: int) -> int:
 
 
 def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
-             pool: LayerPool | None = None, producer: bool = False, queue: int = 1
-             ) -> tuple[float, float]:
+             pool: LayerPool | None = None, producer: bool = False, queue: int = 1,
+             lockstep: bool = False) -> tuple[float, float]:
     """Wall and process CPU seconds to label ``sectors`` threads x ``batch`` sectors, each
     thread ``queue`` times in a row (as a worker slot takes its next job)."""
     errors: list[BaseException] = []
@@ -91,7 +92,7 @@ def run_once(nodes: int, layers: int, sectors: int, batch: int, api: str,
                 replicas = [bytes([(q * 7 + i * batch + j + 1) % 256] * 32)
                             for j in range(batch)]
                 _label(replicas, graph, layers, None, pool, None, None, False,
-                       producer=producer)
+                       producer=producer, lockstep=lockstep)
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -116,6 +117,7 @@ class BenchResult:
     batch: int  # sectors per thread, in lockstep
     queue: int  # batches per thread, one after another
     producer: bool  # a second thread per sector gathers parents
+    lockstep: bool  # node-interleaved batch kernel (16-lane AVX-512 where it runs)
     api_version: str
     repeat: int
     seconds: float  # median wall time of one run
@@ -141,6 +143,7 @@ def measure(
     pool_bytes: int | None = None,
     producer: bool = False,
     queue: int = 1,
+    lockstep: bool = False,
 ) -> BenchResult:
     """Median throughput over ``repeat`` runs (and the memory peaks over all of them)."""
     ensure_parent_cache(nodes, _POREP_ID, api)
@@ -149,8 +152,8 @@ def measure(
     base = _status_kib("RssAnon")
     try:
         with _AnonPeak() as anon:
-            runs = [run_once(nodes, layers, sectors, batch, api, pool, producer, queue)
-                    for _ in range(repeat)]
+            runs = [run_once(nodes, layers, sectors, batch, api, pool, producer, queue,
+                             lockstep) for _ in range(repeat)]
     finally:
         if pool is not None:
             pool.close()
@@ -166,6 +169,7 @@ def measure(
         batch=batch,
         queue=queue,
         producer=producer,
+        lockstep=lockstep,
         api_version=api,
         repeat=repeat,
         seconds=seconds,
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impl", choices=["auto", "shani", "portable"], default=None)
     parser.add_argument("--producer", action="store_true",
                         help="a second thread per sector gathers parents ahead of the hashing")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="node-interleaved batches (16-lane AVX-512 where it runs)")
     parser.add_argument("--pool", metavar="SIZE", default=None,
                         help="share one layer pool: bytes (96GiB) or min, default, max")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = None if args.pool is None else pool_size(
             args.pool, args.sectors * args.batch, args.nodes * NODE_BYTES)
         result = measure(args.nodes, args.layers, args.sectors, args.repeat, args.api, args.batch,
-                         pool, args.producer, args.queue)
+                         pool, args.producer, args.queue, args.lockstep)
     except ValueError as exc:
         parser.error(str(exc))
     if args.json:

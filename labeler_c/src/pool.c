@@ -1,5 +1,5 @@
 /*
- * The layer memory pool (DESIGN.md §7, seed "Multi-Sector Memory Pool Support for PC1").
+ * The layer memory pool: PC1 sectors of a machine share one budget of layer memory.
  *
  * One arena of equal blocks shared by the sectors labeling at once. A job (one sector, or a
  * batch labeled in lockstep) is lent its current layer block by block as labeling advances

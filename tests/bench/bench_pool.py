@@ -13,7 +13,7 @@
    core, in cache (128 KiB) and at the pool's sector size, next to the SHA-256 bound of this
    CPU (one label = 20 compressions in a chain).
 
-Targets (issue "PC1 at the speed of the hardware"): (3N+1)/2·S >= 0.95 x the throughput of
+Targets: (3N+1)/2·S >= 0.95 x the throughput of
 2N·S with layer memory <= pool + 5 %; interleaved >= 1.6 x single-stream per core.
 """
 
@@ -37,7 +37,7 @@ def bench(*args: str) -> dict[str, float]:
 
 def sha_bound(rounds: int) -> float:
     """Labels/s one core can do at most: single-stream SHA-256 (hashlib, SHA-NI) / 1280 B."""
-    return statistics.median(hashlib_bytes_per_s(rounds)) / 64 / BLOCKS_PER_LABEL
+    return float(statistics.median(hashlib_bytes_per_s(rounds)) / 64 / BLOCKS_PER_LABEL)
 
 
 def main() -> None:
