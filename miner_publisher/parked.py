@@ -34,11 +34,12 @@ def on_parked(sector: Sector, size: int, entry: dict[str, Any], cfg: MinerSettin
         return None
     reason, detail = str(entry.get("reason")), str(entry.get("detail") or "no detail")
     phase = sector.phase
+    parked = f"{entry.get('kind') or 'job'} parked as {reason}"  # its job, or its result
     if reason == Reason.CRASH_LOOP:
         # The worker's own start count: every worker that took it died.
         return _failed(sector, f"{phase}: crash: crash_loop ({detail})"), ErrorClass.CRASH
     if reason in _PERMANENT:
-        return (_failed(sector, f"{phase}: permanent: job parked as {reason} ({detail})"),
+        return (_failed(sector, f"{phase}: permanent: {parked} ({detail})"),
                 ErrorClass.PERMANENT)
     if reason == Reason.UNSERVED_SIZE:
         return (_failed(sector, f"{phase}: permanent: no worker takes "
@@ -46,7 +47,7 @@ def on_parked(sector: Sector, size: int, entry: dict[str, Any], cfg: MinerSettin
                 ErrorClass.PERMANENT)
     # delivery_limit (the broker's count: connection losses, not a crash), misrouted,
     # no_results_queue, handler_error, anything else: try again, capped by the phase's limit.
-    why = f"{phase}: temporary: job parked as {reason} ({detail})"
+    why = f"{phase}: temporary: {parked} ({detail})"
     return retry_or_fail(sector, why, cfg, rng), ErrorClass.TEMPORARY
 
 
