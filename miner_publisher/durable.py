@@ -51,13 +51,16 @@ def persistence(client: redis.Redis) -> str | None:
         appendonly = text(client.config_get("appendonly").get("appendonly", "no"))
         save = text(client.config_get("save").get("save", ""))
     except redis.ResponseError as exc:
-        # CONFIG renamed away or denied by ACL: INFO still says whether AOF is on.
-        info = client.info("persistence")
-        if str(info.get("aof_enabled", 0)) == "1":
+        # CONFIG renamed away or denied by ACL: INFO may still say whether AOF is on.
+        try:
+            aof = str(client.info("persistence").get("aof_enabled", 0)) == "1"
+        except redis.ResponseError:
+            aof = False
+        if aof:
             return "AOF"
         raise VolatileRedis(
             f"cannot tell whether Redis persists its data: CONFIG GET refused ({exc}) and "
-            "INFO shows AOF off; enable AOF, or pass --allow-volatile-redis "
+            "INFO does not show AOF on; enable AOF, or pass --allow-volatile-redis "
             f"({ALLOW_VOLATILE_ENV}=1) if RDB snapshots are enough") from None
     if appendonly == "yes":
         return "AOF"

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from broker_topology.errors import MessageError
 from broker_topology.link import Link, settle
-from broker_topology.messages import Outcome, Phase, Result
-from broker_topology.naming import Names
+from broker_topology.messages import Outcome, Phase, Result, job_id
+from broker_topology.naming import Names, attempt_ref
 from broker_topology.poison import Reason, park
 from broker_topology.topology import miner_topology, pool_topology
 from broker_topology.transport import Delivery, Session, Transport
@@ -192,7 +192,7 @@ class MinerService:
                 self.dead_letters.record({}, body, time.time())
             except Exception:
                 log.exception("dead letter not recorded either; the broker keeps it")
-                self.link.reject(delivery, requeue=True)
+                settle(self.link.reject(delivery, requeue=True), "dead letter")
                 return
             log.info("dead letter kept without its headers (%s)", exc)
         settle(self.link.ack(delivery), "dead letter")
@@ -293,8 +293,8 @@ class MinerService:
                             -s.seconds, s.remaining)
             if rec.sector.state is not State.QUEUED:
                 continue
-            job_key = f"{rec.sector.miner}/{number}/{rec.sector.phase}#{rec.sector.attempt}"
-            if job_key not in held:
+            if attempt_ref(job_id(self.miner, number, rec.sector.phase),
+                           rec.sector.attempt) not in held:  # held back: not late, waiting
                 self._watch(rec, redis_now)
             if s.seconds < self.cfg.escalate_slack and rec.escalated != rec.sector.attempt:
                 now = time.time()
