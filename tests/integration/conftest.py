@@ -31,7 +31,7 @@ from broker_topology import (
 )
 from broker_topology.declare import delete
 from miner_publisher.queries import sector_rows
-from miner_publisher.store import SectorStore
+from miner_publisher.store import Record, SectorStore
 
 BIN = Path(sys.executable).parent
 AMQP_URL = os.environ.get("SEALPOOL_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -177,6 +177,12 @@ class Pool:
     def store(self, miner: str) -> SectorStore:
         return SectorStore(self.redis(), self.names, miner)
 
+    def record(self, miner: str, number: int) -> Record:
+        """The stored sector, which the test expects to be there."""
+        rec = self.store(miner).get(number)
+        assert rec is not None, f"sector {number} of {miner} is not in the store"
+        return rec
+
     def rows(self, miner: str) -> list[dict[str, Any]]:
         return sector_rows(self.store(miner))
 
@@ -249,8 +255,12 @@ class Pool:
         assert not stuck, f"processes ignored SIGTERM for 20 s: {stuck}\n{self.logs()}"
 
 
+#: The `make_pool` fixture: make_pool(**PoolSettings overrides) -> Pool.
+MakePool = Callable[..., Pool]
+
+
 @pytest.fixture
-def make_pool(services: tuple[str, str], tmp_path: Path) -> Iterator[Callable[..., Pool]]:
+def make_pool(services: tuple[str, str], tmp_path: Path) -> Iterator[MakePool]:
     """make_pool(**PoolSettings overrides) -> Pool with a fresh namespace."""
     made: list[Pool] = []
     amqp, red = services
@@ -273,5 +283,5 @@ def make_pool(services: tuple[str, str], tmp_path: Path) -> Iterator[Callable[..
 
 
 @pytest.fixture
-def pool(make_pool: Callable[..., Pool]) -> Pool:
+def pool(make_pool: MakePool) -> Pool:
     return make_pool()

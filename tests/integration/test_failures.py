@@ -7,38 +7,39 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from broker_topology import PIPELINE
 
-from .conftest import Pool
+from .conftest import MakePool, Pool
 
 pytestmark = pytest.mark.integration
 
 FAST = {"SEALPOOL_WORKER_HEARTBEAT_INTERVAL": "0.3"}
 
 
-def assert_each_phase_accepted_once(rows: list[dict[str, object]]) -> None:
+def assert_each_phase_accepted_once(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         assert row["state"] == "done", row
-        ok = [h["phase"] for h in row["history"] if h["outcome"] == "ok"]  # type: ignore[index, union-attr]
+        ok = [h["phase"] for h in row["history"] if h["outcome"] == "ok"]
         assert ok == [p.value for p in PIPELINE], (row["sector"], ok)
 
 
 @contextmanager
-def supervised(pool: Pool, name: str, **kwargs: object) -> Iterator[list[int]]:
+def supervised(pool: Pool, name: str, **kwargs: Any) -> Iterator[list[int]]:
     """Restart the worker whenever it dies, as systemd would; yields the exit codes seen."""
     exits: list[int] = []
     stop = threading.Event()
-    pool.worker(name, **kwargs)  # type: ignore[arg-type]
+    pool.worker(name, **kwargs)
 
     def watch() -> None:
         while not stop.wait(0.2):
             proc = pool.procs.get(name)
             if proc is not None and proc.poll() is not None:
                 exits.append(proc.returncode)
-                pool.worker(name, **kwargs)  # type: ignore[arg-type]
+                pool.worker(name, **kwargs)
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
@@ -79,7 +80,7 @@ def test_kill9_mid_phase_repeatedly_every_sector_done_once(pool: Pool) -> None:
     assert len(killed) == 4
 
 
-def test_hung_worker_is_replaced_and_its_late_result_fenced(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_hung_worker_is_replaced_and_its_late_result_fenced(make_pool: MakePool) -> None:
     # Given short heartbeats and leases, a slow c2 worker and a worker for the rest
     pool: Pool = make_pool(heartbeat=3, delay_buckets=(1, 2))
     lease = {"SEALPOOL_WORKER_LEASE_TTL": "4", **FAST}
@@ -110,7 +111,7 @@ def test_hung_worker_is_replaced_and_its_late_result_fenced(make_pool) -> None: 
     assert c2_after == c2
 
 
-def test_temporary_failures_retry_then_fail_and_others_finish(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_temporary_failures_retry_then_fail_and_others_finish(make_pool: MakePool) -> None:
     pool: Pool = make_pool(delay_buckets=(1, 2))
     miner_env = {"SEALPOOL_MINER_MAX_ATTEMPTS": '{"pc2": 3}', "SEALPOOL_MINER_RETRY_BASE": "1"}
     numbers = pool.enqueue("t01000", 4, "deal")

@@ -24,8 +24,9 @@ from broker_topology.declare import declare
 from broker_topology.link import connect_blocking
 from broker_topology.naming import POOL_ORIGIN
 from broker_topology.topology import miner_topology, pool_topology
+from miner_publisher.redis_text import text
 
-from .conftest import Pool
+from .conftest import MakePool, Pool
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def publish(pool: Pool, sector: int, phase: Phase = Phase.AP, attempt: int = 1) 
 def results(pool: Pool) -> list[Result]:
     """Take every result waiting in the miner's results queue."""
     conn = connect_blocking(pool.settings.amqp_url, "test-guarantees")
-    out = []
+    out: list[Result] = []
     try:
         ch = conn.channel()
         while True:
@@ -98,7 +99,8 @@ def gather(pool: Pool, want: int, timeout: float = 60) -> list[Result]:
     return got
 
 
-def test_worker_frozen_past_its_lease_cannot_record_or_deliver_its_result(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_worker_frozen_past_its_lease_cannot_record_or_deliver_its_result(
+        make_pool: MakePool) -> None:
     # Given a worker running a 6 s job with a 3 s lease and 2 s AMQP heartbeats
     pool = declared(make_pool(heartbeat=2, delay_buckets=(1,)))
     pool.worker("frozen", simulate=6.0, slots=1, phases="ap", env=QUICK)
@@ -117,7 +119,7 @@ def test_worker_frozen_past_its_lease_cannot_record_or_deliver_its_result(make_p
     [result] = gather(pool, 1, 40)
     assert (result.worker, result.epoch, result.outcome.value) == ("spare", 2, "ok")
     done = pool.redis().get(pool.names.done_key(job.job_id, job.attempt))
-    assert done is not None and Result.from_bytes(done.encode()).worker == "spare"
+    assert done is not None and Result.from_bytes(text(done).encode()).worker == "spare"
     # and the thawed worker gave its copy up, sent nothing, and is still serving
     pool.wait_for("the thawed worker to give up", lambda: any(
         s in (pool.tmp / "frozen.log").read_text()
@@ -131,7 +133,7 @@ def test_worker_frozen_past_its_lease_cannot_record_or_deliver_its_result(make_p
     assert (r2.job_id, r2.worker) == (second.job_id, "frozen")
 
 
-def test_two_processes_with_one_name_never_run_a_job_twice(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_with_one_name_never_run_a_job_twice(make_pool: MakePool) -> None:
     # Given two processes started with the same worker name (a copied config, a restart
     # while the old process still runs)
     pool = declared(make_pool(delay_buckets=(1,)))
@@ -154,7 +156,7 @@ def test_two_processes_with_one_name_never_run_a_job_twice(make_pool) -> None:  
     assert logs.count("t01000/7/ap attempt 1 on slot") == 1  # the executor ran once
 
 
-def test_twelve_hand_backs_do_not_spend_the_delivery_limit(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_twelve_hand_backs_do_not_spend_the_delivery_limit(make_pool: MakePool) -> None:
     # Given a pool whose queues dead-letter after 2 deliveries, and one long job
     pool = declared(make_pool(delivery_limit=2, delay_buckets=(1,)))
     path = pool.worker_from_config(
@@ -181,7 +183,7 @@ def test_twelve_hand_backs_do_not_spend_the_delivery_limit(make_pool) -> None:  
     assert log.count(f"{job.job_id} attempt 1 handed back") == 12
 
 
-def test_drain_waits_for_the_kill_grace_and_leaves_no_processor(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_drain_waits_for_the_kill_grace_and_leaves_no_processor(make_pool: MakePool) -> None:
     # Given a processor that ignores SIGTERM, with a 30 s kill grace, and a 1 s drain
     pool = declared(make_pool(delay_buckets=(1,)))
     pidfile = pool.tmp / "pids"
@@ -231,7 +233,7 @@ def test_a_100_kb_processor_output_travels_by_reference_and_the_sector_finishes(
     # Then the sector is done, pc2's outputs are stored once by reference, nothing parked
     [row] = pool.wait_finished([MINER], timeout=60)
     assert row["state"] == "done", row
-    params = pool.store(MINER).get(row["sector"]).params  # type: ignore[union-attr]
+    params = pool.record(MINER, row["sector"]).params
     ref = params["pc2"]
     assert set(ref) == {"$blob", "bytes"} and ref["bytes"] > 100_000
     stored = pool.redis().get(pool.names.blob_key(ref["$blob"]))

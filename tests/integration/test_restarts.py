@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Pool
+from .conftest import MakePool, Pool
 from .test_failures import assert_each_phase_accepted_once
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -102,7 +102,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     r.stop()
 
 
-def test_redis_restart_mid_run_loses_nothing(own_redis: OwnRedis, make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_redis_restart_mid_run_loses_nothing(own_redis: OwnRedis, make_pool: MakePool) -> None:
     pool: Pool = make_pool(redis_url=own_redis.url)
     busy(pool)
     # When Redis goes away for a few seconds and comes back with its append-only file

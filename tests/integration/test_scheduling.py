@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Pool
+from .conftest import MakePool, Pool
 from .test_failures import assert_each_phase_accepted_once
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def test_deal_pc1_runs_before_waiting_cc_pc1(pool: Pool) -> None:
     assert max(pc1[n] for n in deal) < min(pc1[n] for n in cc)
 
 
-def test_aged_cc_overtakes_newer_deals(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_aged_cc_overtakes_newer_deals(make_pool: MakePool) -> None:
     pool: Pool = make_pool(aging_cc=2)
     deep = {"SEALPOOL_MINER_POOL_DEPTH": "20"}  # admit everything: the queues decide
     pool.miner("t01000", env=deep)
@@ -81,7 +81,7 @@ def test_impossible_deadline_is_reported(pool: Pool) -> None:
     assert "cannot make its deadline" in (pool.tmp / "miner-t01000.log").read_text()
 
 
-def test_home_killed_after_pc1_restart_policy_completes_elsewhere(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_home_killed_after_pc1_restart_policy_completes_elsewhere(make_pool: MakePool) -> None:
     pool: Pool = make_pool(locality_wait=2)
     pool.miner("t01000", env={"SEALPOOL_MINER_LOCALITY_RECOVERY": "restart"})
     # home: runs ap and pc1 quickly, and pc2 slowly so it can be killed with pc2 pending
@@ -102,7 +102,7 @@ def test_home_killed_after_pc1_restart_policy_completes_elsewhere(make_pool) -> 
     assert [w for p, w in ok[2:]] == ["other"] * 6 and row["home"] == "other"
 
 
-def test_home_comes_back_wait_policy_completes_there(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_home_comes_back_wait_policy_completes_there(make_pool: MakePool) -> None:
     pool: Pool = make_pool(locality_wait=2)
     pool.miner("t01000", env={"SEALPOOL_MINER_HOME_WAIT": "2"})
     pool.worker("home", slots=1, simulate=0.05)

@@ -60,7 +60,7 @@ env = {{ API_TOKEN = "s3cret" }}
         assert row["state"] == "done", row
         assert [h["phase"] for h in row["history"] if h["outcome"] == "ok"] == [
             p.value for p in PIPELINE]
-        params = pool.store("t01000").get(row["sector"]).params  # type: ignore[union-attr]
+        params = pool.record("t01000", row["sector"]).params
         assert params["ap"]["processor"] == "example" and params["ap"]["cpus"] == [CPUS[0]]
         assert params["pc2"]["cpus"] == [CPUS[-1]]
         assert params["pc2"]["cuda_visible_devices"] is None  # no GPU configured

@@ -43,7 +43,7 @@ def test_every_phase_by_the_example_processor(pool: Pool) -> None:
     # Then they are done, each phase's outputs are the processor's
     for row in pool.wait_finished(["t01000"]):
         assert row["state"] == "done", row
-        params = pool.store("t01000").get(row["sector"]).params  # type: ignore[union-attr]
+        params = pool.record("t01000", row["sector"]).params
         assert {params[p.value]["processor"] for p in PIPELINE} == {"example"}
     for n in numbers:
         assert (pool.tmp / f"data/we/sealed/t01000/{n}/fin.json").exists()

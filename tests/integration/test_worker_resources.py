@@ -13,7 +13,7 @@ import pytest
 
 from broker_topology import Lane, Phase, connect_blocking
 
-from .conftest import Pool
+from .conftest import MakePool, Pool
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ command = ["{sys.executable}", "{EXAMPLE}"]
     assert row["state"] == "done" and row["home"] == "wf"
 
 
-def test_a_job_of_a_size_the_worker_does_not_take_goes_back_unclaimed(make_pool) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_of_a_size_the_worker_does_not_take_goes_back_unclaimed(make_pool: MakePool) -> None:
     pool: Pool = make_pool(delay_buckets=(1, 5))
     # Given a worker that takes 2KiB sectors only, and an 8MiB sector
     pool.worker_from_config("w2k", 'data_dir = "data"\nsimulate = 0.05\n'
