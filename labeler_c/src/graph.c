@@ -189,6 +189,96 @@ static void expander_parents(const labeler_graph *g, uint32_t v, uint32_t out[8]
     }
 }
 
+#ifdef LABELER_HAVE_AVX512
+#include <immintrin.h>
+
+/*
+ * The 8 expander parents of a node at once: the 8 Feistel inputs 8v..8v+7 are the 8 u64
+ * lanes of a zmm register, so every BLAKE2b round function (nearly all of the parent
+ * cache's generation time) runs for all of them in one instruction stream. Lanes that
+ * must cycle-walk are encoded again, all 8 together, until none is left outside [0, 8N).
+ */
+#define B2AVX __attribute__((target("avx512f,avx512bw")))
+#define VADD(a, b) _mm512_add_epi64(a, b)
+#define VG(a, b, c, d, x, y)                                                               \
+    do {                                                                                   \
+        a = VADD(VADD(a, b), x), d = _mm512_ror_epi64(_mm512_xor_si512(d, a), 32);        \
+        c = VADD(c, d), b = _mm512_ror_epi64(_mm512_xor_si512(b, c), 24);                 \
+        a = VADD(VADD(a, b), y), d = _mm512_ror_epi64(_mm512_xor_si512(d, a), 16);        \
+        c = VADD(c, d), b = _mm512_ror_epi64(_mm512_xor_si512(b, c), 63);                 \
+    } while (0)
+
+B2AVX static inline __m512i bswap64x8(__m512i x) {
+    const __m512i idx = _mm512_broadcast_i32x4(
+        _mm_set_epi8(8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm512_shuffle_epi8(x, idx);
+}
+
+/* feistel_round for 8 lanes of r with one key. */
+B2AVX static __m512i feistel_round8(__m512i r, uint64_t key) {
+    __m512i m[16];
+    m[0] = bswap64x8(r);
+    m[1] = _mm512_set1_epi64((long long)__builtin_bswap64(key));
+    for (int i = 2; i < 16; i++) m[i] = _mm512_setzero_si512();
+    __m512i v[16];
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm512_set1_epi64((long long)B2_IV[i]);
+        v[8 + i] = v[i];
+    }
+    v[0] = _mm512_xor_si512(v[0], _mm512_set1_epi64(0x01010040));
+    const __m512i h0 = v[0];
+    v[12] = _mm512_xor_si512(v[12], _mm512_set1_epi64(16));
+    v[14] = _mm512_xor_si512(v[14], _mm512_set1_epi64(-1));
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) {
+        const uint8_t *s = B2_SIGMA[i];
+        VG(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+        VG(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+        VG(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+        VG(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+        VG(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+        VG(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+        VG(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+        VG(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+    }
+    return bswap64x8(_mm512_ternarylogic_epi64(h0, v[0], v[8], 0x96));
+}
+
+B2AVX static __m512i feistel_encode8(const labeler_graph *g, __m512i x) {
+    const uint32_t h = g->feistel_half_bits;
+    const __m512i mask = _mm512_set1_epi64((long long)((1ULL << h) - 1));
+    __m512i left = _mm512_and_si512(_mm512_srli_epi64(x, h), mask);
+    __m512i right = _mm512_and_si512(x, mask);
+    for (int i = 0; i < 3; i++) {
+        const __m512i next = _mm512_xor_si512(
+            left, _mm512_and_si512(feistel_round8(right, g->feistel_keys[i]), mask));
+        left = right;
+        right = next;
+    }
+    return _mm512_or_si512(_mm512_slli_epi64(left, h), right);
+}
+
+B2AVX static void expander_parents8(const labeler_graph *g, uint32_t v, uint32_t out[8]) {
+    const __m512i domain = _mm512_set1_epi64((long long)(8 * g->nodes));
+    __m512i t = feistel_encode8(
+        g, _mm512_add_epi64(_mm512_set1_epi64(8 * (long long)v),
+                            _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0)));
+    for (__mmask8 walk; (walk = _mm512_cmpge_epu64_mask(t, domain));)
+        t = _mm512_mask_mov_epi64(t, walk, feistel_encode8(g, t));
+    uint64_t lanes[8];
+    _mm512_storeu_si512(lanes, t);
+    _mm256_zeroupper();
+    for (int i = 0; i < 8; i++) /* 1.0.0's truncation as in expander_parents */
+        out[i] = g->api_version == LABELER_API_1_0_0 ? (uint32_t)lanes[i] / 8
+                                                     : (uint32_t)(lanes[i] / 8);
+}
+
+static int wide_feistel(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+#endif
+
 /* A graph that labeler_graph_init could have made: keeps a hand-built one from looping. */
 static int graph_ok(const labeler_graph *g) {
     return g->nodes >= LABELER_MIN_NODES && g->nodes <= LABELER_MAX_NODES &&
@@ -200,9 +290,18 @@ static int graph_ok(const labeler_graph *g) {
 int labeler_parents(const labeler_graph *g, uint64_t start, uint64_t count, uint32_t *out) {
     if (!g || !out || !graph_ok(g) || start > g->nodes || count > g->nodes - start)
         return LABELER_E_ARG;
+#ifdef LABELER_HAVE_AVX512
+    const int wide = (labeler_available() & LABELER_IMPL_AVX512) && wide_feistel();
+#endif
     for (uint64_t v = start; v < start + count; v++) {
         uint32_t *row = out + (v - start) * LABELER_DEGREE;
         base_parents(g, (uint32_t)v, row);
+#ifdef LABELER_HAVE_AVX512
+        if (wide) {
+            expander_parents8(g, (uint32_t)v, row + LABELER_BASE_DEGREE);
+            continue;
+        }
+#endif
         expander_parents(g, (uint32_t)v, row + LABELER_BASE_DEGREE);
     }
     return LABELER_OK;
