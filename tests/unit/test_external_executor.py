@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,15 +27,15 @@ def job(phase: Phase = Phase.AP) -> Job:
                issued_at=time.time())
 
 
-def ctx(tmp_path: Path, **kw: object) -> ExecContext:
+def ctx(tmp_path: Path, **kw: Any) -> ExecContext:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     return ExecContext(workdir=work, sealed_dir=tmp_path / "sealed", worker="w1", slot=0,
-                       **kw)  # type: ignore[arg-type]
+                       **kw)
 
 
-def script(code: str, **kw: object) -> ExternalExecutor:
-    return ExternalExecutor((sys.executable, "-c", code), **kw)  # type: ignore[arg-type]
+def script(code: str, **kw: Any) -> ExternalExecutor:
+    return ExternalExecutor((sys.executable, "-c", code), **kw)
 
 
 def test_the_job_goes_in_on_stdin_and_the_outputs_come_back(tmp_path: Path) -> None:

@@ -64,13 +64,14 @@ def test_chain_steps_wait_when_the_chain_is_slow() -> None:
 def test_temporary_errors_retry_with_backoff_until_the_limit() -> None:
     cfg = MinerSettings(max_attempts={p: 3 for p in Phase}, retry_base=10)
     s = Sector("t01000", 1, State.QUEUED, Phase.PC1, 1, home="w1")
-    delays = []
+    delays: list[float] = []
     while True:
         t: Transition = on_result(s, result(s, Outcome.ERROR, ErrorClass.TEMPORARY), cfg, 0.0,
                                   random.Random(1))
         if t.sector.state is State.FAILED:
             break
         assert t.sector.attempt == s.attempt + 1 and t.sector.phase is Phase.PC1
+        assert t.dispatch_after is not None
         delays.append(t.dispatch_after)
         s = t.sector
     assert s.attempt == 3 and "after 3 attempts" in (t.sector.error or "")

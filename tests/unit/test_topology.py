@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -17,11 +19,18 @@ from broker_topology import (
     worker_topology,
 )
 from broker_topology.declare import to_definitions
+from broker_topology.topology import Topology
 
-S = PoolSettings(namespace="ns1", aging_deal="1h", aging_cc="4h", locality_wait="10m")
+
+def settings(**values: Any) -> PoolSettings:
+    """PoolSettings from raw values (durations as text), as the environment gives them."""
+    return PoolSettings(**values)
 
 
-def queues(topo):  # type: ignore[no-untyped-def]
+S = settings(namespace="ns1", aging_deal="1h", aging_cc="4h", locality_wait="10m")
+
+
+def queues(topo: Topology) -> dict[str, dict[str, Any]]:
     return {q.name: q.arguments for q in topo.queues}
 
 
@@ -101,8 +110,8 @@ def test_routing_keys_round_trip() -> None:
 
 def test_settings_reject_bad_values_naming_the_key() -> None:
     with pytest.raises(ValidationError, match="aging_deal"):
-        PoolSettings(aging_deal="soon")
+        settings(aging_deal="soon")
     with pytest.raises(ValidationError, match="worker_queue_expires"):
-        PoolSettings(locality_wait="1h", worker_queue_expires="2h")
+        settings(locality_wait="1h", worker_queue_expires="2h")
     with pytest.raises(ValidationError, match="namespace"):
         PoolSettings(namespace="bad name")

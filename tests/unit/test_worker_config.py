@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from broker_topology import ConfigError, Phase, PoolSettings
-from broker_topology.units import GiB, KiB
+from broker_topology.units import GiB, KiB, format_cpus
 from pool_worker import config_file, preflight
 from pool_worker.config_file import key_lines, load, locate
 from pool_worker.config_parts import ExternalConfig, SimulatedConfig
-from pool_worker.cpus import format_cpus, parse_cpus
+from pool_worker.cpus import parse_cpus
 from pool_worker.storage import Storage
 
 GOOD = """\
@@ -64,9 +64,9 @@ def test_file_values_are_read_and_paths_are_relative_to_the_file(tmp_path: Path)
     # without top-level phases, the worker serves the union of its slots' phases
     assert cfg.phases == frozenset(Phase)
     first, second = cfg.slots
-    assert first.phases == {Phase.AP, Phase.PC1} and first.cores == (0,)
+    assert first.phases == frozenset({Phase.AP, Phase.PC1}) and first.cores == (0,)
     assert first.memory == 64 * GiB and first.temp_dir is None
-    assert second.phases == {Phase.PC2, Phase.C1, Phase.C2, Phase.FIN}
+    assert second.phases == frozenset({Phase.PC2, Phase.C1, Phase.C2, Phase.FIN})
     assert second.keep_free == GiB
     pc2 = cfg.executors[Phase.PC2]
     assert isinstance(pc2, ExternalConfig)

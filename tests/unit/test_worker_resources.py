@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from broker_topology import Job, Names, Phase
 from broker_topology.messages import SectorClass
@@ -17,10 +18,10 @@ NAMES = Names("t")
 REAL = object()  # any executor that is not simulated gets the table
 
 
-def slot(index: int, phases: set[Phase], temp: str = "/nvme0", **kw: object) -> Slot:
+def slot(index: int, phases: set[Phase], temp: str = "/nvme0", **kw: Any) -> Slot:
     return Slot(index, frozenset(phases), candidate_queues(NAMES, "w1", phases),
                 configured_phases=frozenset(phases), temp_dir=Path(temp),
-                **kw)  # type: ignore[arg-type]
+                **kw)
 
 
 def machine(disk: dict[str, int], memory: int = 512 * GiB) -> Machine:
