@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 import pydantic
@@ -31,6 +31,8 @@ EXIT_BROKER = 3  # RabbitMQ unreachable or refused
 EXIT_REDIS = 4  # Redis unreachable
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -38,11 +40,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def user_errors(fn: F) -> F:
+def user_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into `error: ...` on stderr and an exit code."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
@@ -56,7 +58,7 @@ def user_errors(fn: F) -> F:
         except SealpoolError as exc:
             fail(str(exc), EXIT_FAILURE)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _one_line(exc: Exception) -> str:

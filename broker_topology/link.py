@@ -317,7 +317,7 @@ class Link:
                     session.check_channels()
                     self._run_calls(session)
                     if self._on_tick is not None:
-                        self._tick(session)
+                        self._tick(self._on_tick, session)
                 self._run_calls(session)  # flush what was asked before stop
             except CONNECTION_ERRORS as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -332,11 +332,11 @@ class Link:
                     pass
         self._fail_pending(BrokerUnreachable("link stopped"))
 
-    def _tick(self, session: Session) -> None:
+    def _tick(self, on_tick: Callable[[Session], None], session: Session) -> None:
         """on_tick, where one failure is that tick's only (a bad message is the consumer's
         to park; anything else is logged and the next tick tries again)."""
         try:
-            self._on_tick(session)  # type: ignore[misc]
+            on_tick(session)
         except CONNECTION_ERRORS:
             raise
         except Exception:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import psutil
 
@@ -74,7 +74,7 @@ class Costed(Protocol):
 
 def need_of(executor: Any, phase: Phase, size: int) -> Need:
     if hasattr(executor, "requirements"):
-        return executor.requirements(phase, size)  # type: ignore[no-any-return]
+        return cast(Costed, executor).requirements(phase, size)
     if isinstance(executor, SimulatedExecutor):
         return Need()
     return need(phase, size)
