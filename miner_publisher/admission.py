@@ -1,10 +1,10 @@
-"""Admission: pending sectors enter the pool (their ap job is published) while the miner is
-under its fair share of in-flight sectors.
+"""Admission: pending sectors enter the pool (their ap job is published) while the miner has
+fewer in flight than its target (fairness.py: its weighted, work-conserving part of the
+pool's capacity). Jobs of admitted sectors are never held back.
 
-Deal sectors are counted against the share on their own: a deal enqueued behind a batch
-of CC sectors is admitted at once and its jobs overtake the CC ones in every queue, so the
-share limits how much a miner puts into the pool without undoing "deals first". Sectors
-whose deadline is at risk are admitted regardless, on the urgent lane."""
+Deal sectors are counted on their own: a deal enqueued behind a batch of CC sectors is
+admitted at once and goes before the miner's CC in every queue. Sectors whose deadline is
+at risk are admitted regardless, on the urgent lane."""
 
 from __future__ import annotations
 
@@ -70,29 +70,22 @@ def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Tr
         else:
             quota_full[rec.sector_class] = True
     if admitted:
-        log.info("admitted %d sector(s) (share: %d in flight)", admitted, target)
+        log.info("admitted %d sector(s) (target: %d in flight)", admitted, target)
     return admitted
 
 
 def envelope(store: SectorStore, fairness: Fairness, job: Job, delay_s: float, urgent: bool,
              now: float) -> Envelope:
-    """The job, held back if the miner already has its share of jobs out in the pool.
-    Holding jobs, not only sectors, keeps the share right when a miner that came first
-    has many sectors under way: they advance one share's worth of jobs at a time."""
-    # The sector's own previous job settles in the same transition: it does not count.
-    out = store.published_count() - store.is_published(job.sector)
-    held = not urgent and out >= fairness.current
-    return Envelope(job, delay_s, urgent, now, held)
+    """The job to publish. Never held: a job that exists is in the pool, where free slots
+    choose between miners by weight (work-conserving)."""
+    return Envelope(job, delay_s, urgent, now)
 
 
 def release_held(store: SectorStore, fairness: Fairness, publisher: Publisher,
                  link: Transport) -> int:
-    """Publish held jobs, best first, while the miner is under its share."""
-    room = fairness.current - store.published_count()
+    """Publish any job an earlier version held back in the outbox, best first."""
     released = 0
-    if room <= 0:
-        return 0
-    for key, env in store.held()[:room]:
+    for key, env in store.held():
         fresh = store.release(key, env, time.time())
         if fresh is not None:
             publisher.publish(link, fresh)

@@ -34,7 +34,7 @@ from broker_topology.topology import miner_topology, pool_topology
 from broker_topology.units import parse_duration, parse_sector_size
 
 from .admission import admit
-from .config import MinerSettings
+from .config import load_miner_settings
 from .deadletters import DeadLetters, check_requeue, replay
 from .deadlines import Durations, urgent_check
 from .durable import (
@@ -118,7 +118,7 @@ def enqueue(miner: str, count: int, sector_class: str | None, size: str, deadlin
         fail(f"--count must be positive, got {count}")
     size_bytes = parse_sector_size(size)
     settings = load_settings(**opts)
-    cfg = MinerSettings()
+    cfg = load_miner_settings()
     klass = SectorClass(sector_class)
     now = time.time()
     ttl = parse_duration(deadline) if deadline else cfg.default_deadline[klass]
@@ -159,6 +159,7 @@ def run(miner: str, log_level: str, allow_volatile_redis: bool, **opts: str | No
     """Consume results and advance sectors until SIGTERM/SIGINT."""
     setup_logging(log_level)
     settings = load_settings(**opts)
+    cfg = load_miner_settings()
     client = connect_redis(settings.redis_url)
     client.ping()
     try:
@@ -169,7 +170,7 @@ def run(miner: str, log_level: str, allow_volatile_redis: bool, **opts: str | No
         durable = Durable.for_miner(client, Names(settings.namespace), miner).open()
         log.info("Redis: %s; generation %s, sector numbers above %d (%s)", how,
                  durable.generation, durable.high_water, durable.path)
-        service = MinerService(settings, MinerSettings(), miner, client, durable=durable)
+        service = MinerService(settings, cfg, miner, client, durable=durable)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: service.stop())
         service.run()
@@ -333,7 +334,7 @@ def explain_cmd(job_id: str, as_json: bool, **opts: str | None) -> None:
     settings = load_settings(**opts)
     store = _store(settings, miner)
     names = Names(settings.namespace)
-    cfg = MinerSettings()
+    cfg = load_miner_settings()
     conn = connect_blocking(settings.amqp_url, f"miner-publisher/{miner}/explain")
     try:
         def depth(queue: str) -> int | None:

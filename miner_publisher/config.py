@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker_topology.errors import ConfigError
 from broker_topology.messages import Phase, SectorClass
 from broker_topology.settings import Seconds
 from broker_topology.units import parse_sector_size
@@ -61,3 +62,13 @@ class MinerSettings(BaseSettings):
     #: Watchdog: a queued sector with no progress for longer than max(3 × the phase's
     #: expected duration, this) is flagged `stalled` in status and logged once.
     stall_floor: Seconds = 3600.0
+
+
+def load_miner_settings() -> MinerSettings:
+    """MinerSettings from the environment; a bad value is one line naming its variable."""
+    try:
+        return MinerSettings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "settings"
+        raise ConfigError(f"SEALPOOL_MINER_{key.upper()}: {err['msg']}") from None

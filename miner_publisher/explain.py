@@ -33,7 +33,7 @@ def explain(job_id: str, store: SectorStore, workers: list[WorkerStatus],
     if s.state is State.PENDING:
         pending, inflight, _ = store.counts()
         reasons.append(f"not in the pool yet: the miner admits sectors by its share of the "
-                       f"pool ({inflight} in flight, share {target}); {pending} pending")
+                       f"pool ({inflight} in flight, target {target}); {pending} pending")
         return out
     if s.state in (State.DONE, State.FAILED) or PIPELINE.index(s.phase) > PIPELINE.index(phase):
         ran = [h for h in store.history(s.number) if h["phase"] == phase.value]
@@ -58,8 +58,7 @@ def explain(job_id: str, store: SectorStore, workers: list[WorkerStatus],
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.stalled))
         reasons.append(f"stalled: no progress since {since} UTC (the watchdog's flag)")
     if any(e.job.job_id == job_id for _, e in store.held()):
-        reasons.append(f"held by the miner: it has its share of jobs out in the pool "
-                       f"({store.published_count()} of {target}); released best first")
+        reasons.append("held in the outbox by an earlier version; released at the next tick")
         return out
     if s.error:
         reasons.append(f"last attempt: {s.error}")
@@ -70,8 +69,8 @@ def explain(job_id: str, store: SectorStore, workers: list[WorkerStatus],
         reasons.append("not in its queue now: waiting out a retry backoff in a delay queue, "
                        "or being claimed this moment")
     elif out["queue_ready"] is not None:
-        reasons.append(f"waiting in {queue} with {out['queue_ready']} ready job(s) "
-                       "(FIFO; quorum queues do not tell positions)")
+        reasons.append(f"waiting in {queue} with {out['queue_ready']} ready job(s) (FIFO; "
+                       "free slots choose between miners by slot time per weight)")
     now = time.time()
     for w in workers:
         out["workers"].append({"worker": w.name, "why_not": _why_not(w, rec, phase, now)})
@@ -89,7 +88,8 @@ def _queue_of(names: Names, rec: Record, phase: Phase,
         local = names.worker_queue(rec.sector.home, phase)
         if queue_depth(local) is not None:
             return local
-    pool = names.pool_queue(phase, lane)
+    pool = (names.pool_queue(phase, lane) if lane is Lane.URGENT
+            else names.miner_queue(phase, lane, rec.sector.miner))
     # Aged jobs move from deal/cc to urgent on their own.
     if lane is not Lane.URGENT and not queue_depth(pool):
         return names.pool_queue(phase, Lane.URGENT)

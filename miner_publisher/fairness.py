@@ -1,13 +1,22 @@
-"""Sharing one pool between miners by weight.
+"""Sharing one pool between miners by weight: the miner's side.
 
-Jobs of all miners wait in the same FIFO queues, so a miner's share of worker time is its
-share of the jobs in the pool. Each miner therefore admits new sectors (their ap job) only
-while it has fewer than its target in flight: target = pool capacity × weight / Σ weights
-of the miners that have work. A miner without work drops out of the sum, so its share goes
-to the others; one with a burst cannot fill the queues ahead of everyone else.
+Two mechanisms, neither of which ever leaves a slot idle while a job exists:
 
-Redis: shares (hash) miner -> {"weight", "backlog", "at"}; capacity comes from the worker
-registry (slots of live workers)."""
+- At claim time (pool_worker.policy): each miner has its own deal and cc lanes per phase,
+  and a free slot takes the next job of the miner furthest behind on slot time per weight.
+- At admission (here): a sector's follow-up phases run where its files are, from the home
+  worker's queue in FIFO order, so the sectors each miner has in flight set its share of
+  those phases. A miner admits new sectors while it has fewer in flight than its target:
+  the pool's capacity (live slots × SEALPOOL_MINER_POOL_DEPTH) split by weight among the
+  miners with work, and what a miner cannot use (its backlog is smaller) handed on to the
+  others by weight (water-filling). So the targets always add up to the capacity while
+  there is work for it: admission never holds a sector back that a slot could run.
+
+Jobs are never held back once their sector is admitted: holding them would leave slots
+idle, and would let a miner's own CC block its deals.
+
+Redis: shares (hash) miner -> {"weight", "backlog", "at"}; miners (hash) miner -> weight,
+read by the workers; capacity comes from the worker registry (slots of live workers)."""
 
 from __future__ import annotations
 
@@ -36,12 +45,26 @@ class Share:
 
 
 def targets(shares: list[Share], capacity: int, now: float) -> dict[str, int]:
-    """Sectors each active miner may have in flight. Pure."""
-    active = [s for s in shares if s.backlog > 0 and now - s.at < SHARE_STALE_S]
-    total = sum(s.weight for s in active)
-    if total <= 0:
-        return {}
-    return {s.miner: max(1, math.floor(capacity * s.weight / total)) for s in active}
+    """Sectors each active miner may have in flight: weighted max-min fair (water-filling)
+    over the miners' backlogs, so capacity a miner cannot use goes to the others. Pure."""
+    active = [s for s in shares if s.backlog > 0 and now - s.at < SHARE_STALE_S
+              and s.weight > 0]
+    out: dict[str, float] = {}
+    left, room = float(capacity), list(active)
+    while room and left > 1e-9:
+        total = sum(s.weight for s in room)
+        sated = [s for s in room if s.backlog - out.get(s.miner, 0.0)
+                 <= left * s.weight / total]
+        if not sated:
+            for s in room:
+                out[s.miner] = out.get(s.miner, 0.0) + left * s.weight / total
+            break
+        for s in sated:
+            give = s.backlog - out.get(s.miner, 0.0)
+            out[s.miner] = float(s.backlog)
+            left -= give
+            room.remove(s)
+    return {s.miner: max(1, math.floor(out.get(s.miner, 0.0) + 1e-9)) for s in active}
 
 
 class Fairness:
@@ -55,12 +78,16 @@ class Fairness:
         self.depth = depth
         self.key = names.redis_key("shares")
         self._slots: tuple[float, int] = (0.0, 0)
-        #: The last target computed (sectors in flight, and jobs out in the pool).
+        #: The last target computed (sectors in flight).
         self.current = 1
 
     def publish(self, backlog: int, now: float) -> None:
-        self.r.hset(self.key, self.miner, json.dumps(
+        """Our share entry, and our weight where the workers read it."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.key, self.miner, json.dumps(
             {"weight": self.weight, "backlog": backlog, "at": now}))
+        pipe.hset(self.names.miners_key, self.miner, repr(float(self.weight)))
+        pipe.execute()
 
     def shares(self) -> list[Share]:
         out = []

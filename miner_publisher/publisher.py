@@ -58,7 +58,10 @@ def target_queue(names: Names, env: Envelope) -> str:
     it on to the pool: the home's queue is still the right doorbell for its workers)."""
     if env.job.home:
         return names.worker_queue(env.job.home, env.job.phase)
-    return names.pool_queue(env.job.phase, lane_of(env))
+    lane = lane_of(env)
+    if lane is Lane.URGENT:
+        return names.pool_queue(env.job.phase, lane)
+    return names.miner_queue(env.job.phase, lane, env.job.miner)
 
 
 class Publisher:
