@@ -13,6 +13,8 @@ import pytest
 
 from broker_topology import Lane, Phase, connect_blocking
 from broker_topology.poison import REASON, Reason
+from miner_publisher.pipeline import State
+from miner_publisher.publisher import build_job
 
 from .conftest import Pool
 
@@ -33,19 +35,11 @@ def publish(pool: Pool, exchange: str, key: str, body: bytes,
         conn.close()
 
 
-def take(pool: Pool, queue: str) -> list[bytes]:
-    """Every message ready in `queue` (acked: the test owns them now)."""
-    conn = connect_blocking(pool.settings.amqp_url, "test-take")
-    out: list[bytes] = []
-    try:
-        ch = conn.channel()
-        while True:
-            method, _, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append(bytes(body))
-    finally:
-        conn.close()
+def current_job(pool: Pool, number: int) -> bytes:
+    """The job of the attempt sector `number` waits for, as the miner published it."""
+    rec = pool.store(M).get(number)
+    assert rec is not None and rec.sector.state is State.QUEUED
+    return build_job(rec, rec.sector, time.time()).to_bytes()
 
 
 def ready(pool: Pool, queue: str) -> int:
@@ -100,10 +94,8 @@ def test_parked_jobs_move_their_sector_and_bad_poison_headers_leave_run_serving(
         pool: Pool) -> None:
     pool.miner(M)
     pool.wait_for("miner up", lambda: "running" in (pool.tmp / f"miner-{M}.log").read_text())
-    pool.enqueue(M, 2, "deal")
-    jobs = {json.loads(b)["sector"]: b for b in take(pool,
-                                                      pool.names.pool_queue(Phase.AP, Lane.DEAL))}
-    assert sorted(jobs) == [1, 2]
+    assert pool.enqueue(M, 2, "deal") == [1, 2]
+    jobs = {n: current_job(pool, n) for n in (1, 2)}  # as a worker would have parked them
     # Malformed x-death headers first: the miner must keep serving through them
     for bad in ("not a list", [1, "x"], [{"reason": "delivery_limit", "count": "many",
                                          "queue": 7}]):

@@ -13,13 +13,14 @@ import pytest
 import redis
 
 from broker_topology.memory import MemoryBroker
-from broker_topology.messages import Lane, Outcome, Phase, Result, SectorClass, job_id
+from broker_topology.messages import Outcome, Phase, Result, SectorClass, job_id
 from broker_topology.naming import Names
 from broker_topology.poison import REASON, Reason
 from broker_topology.settings import PoolSettings
 from broker_topology.transport import Session, Transport
 from miner_publisher.config import MinerSettings
 from miner_publisher.pipeline import State
+from miner_publisher.publisher import build_job
 from miner_publisher.queries import sector_rows
 from miner_publisher.service import MinerService
 
@@ -64,9 +65,11 @@ class Miner:
         self.broker.publish(self.names.poison, "", body, headers=headers)
         self.deliver("poison")
 
-    def ap_job(self) -> bytes:
-        [(body, _)] = self.broker.ready(self.names.pool_queue(Phase.AP, Lane.DEAL))
-        return body
+    def current_job(self) -> bytes:
+        """The job of the attempt the sector waits for, as published (whatever its lane)."""
+        rec = self.store.get(1)
+        assert rec is not None and rec.sector.state is State.QUEUED
+        return build_job(rec, rec.sector, time.time()).to_bytes()
 
     def sector(self) -> tuple[State, Phase, int, str | None]:
         rec = self.store.get(1)
@@ -107,7 +110,7 @@ def test_only_a_result_of_the_current_lease_epoch_is_accepted(
 def test_a_crash_loop_fails_the_sector_and_the_brokers_delivery_limit_retries_it(
         miner: Callable[..., Miner]) -> None:
     m = miner()
-    job = m.ap_job()
+    job = m.current_job()
     m.poison(job, {"x-death": [{"reason": "delivery_limit", "queue": "q.ap.deal",
                                 "count": 6}]})
     state, phase, attempt, error = m.sector()
