@@ -88,6 +88,5 @@ def release_held(store: SectorStore, fairness: Fairness, publisher: Publisher,
     for key, env in store.held():
         fresh = store.release(key, env, time.time())
         if fresh is not None:
-            publisher.publish(link, fresh)
-            released += 1
+            released += publisher.publish(link, fresh)
     return released

@@ -9,6 +9,7 @@ thing that stops it (RedisWiped)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import random
@@ -100,12 +101,12 @@ class MinerService:
             while not self.stopping.is_set():
                 try:
                     kind, delivery, body = self.inbox.get(timeout=TICK_S)
-                    if kind == "poison":
-                        self.handle_poison(delivery, body)
-                    else:
-                        self.handle(delivery, body)
                 except queue.Empty:
                     pass
+                else:
+                    handler = self.handle_poison if kind == "poison" else self.handle
+                    # Left unacked if it fails here: the broker redelivers it later.
+                    self._guarded(f"{kind} message", functools.partial(handler, delivery, body))
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_S
                     self._guarded("tick", self.tick)
@@ -115,9 +116,9 @@ class MinerService:
         finally:
             self.link.stop()
 
-    def _guarded(self, what: str, work: Any) -> None:
-        """Periodic work fails one round only (e.g. Redis away past its retries); the next
-        round tries again. A wiped Redis is not a round's failure: it stops the service."""
+    def _guarded(self, what: str, work: Callable[[], None]) -> None:
+        """One message or one round of periodic work fails alone (e.g. Redis away past its
+        retries); the service goes on. A wiped Redis is not one failure: it stops it."""
         try:
             work()
         except RedisWiped:
