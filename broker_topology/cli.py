@@ -11,8 +11,10 @@ from rich.table import Table
 
 from .cli_support import emit_json, load_settings, pool_options, user_errors
 from .declare import declare, to_definitions
+from .errors import ConfigError
 from .link import connect_blocking
-from .topology import Topology, pool_topology
+from .messages import MINER_ID_RE
+from .topology import Topology, miner_topology, pool_topology
 
 
 @click.group()
@@ -40,11 +42,20 @@ def declare_cmd(**opts: str | None) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write here instead of stdout")
 @click.option("--vhost", default="/", show_default=True)
+@click.option("--miner", "miners", multiple=True, metavar="M",
+              help="include this miner's lanes and results queue (repeatable)")
 @pool_options
 @user_errors
-def export_cmd(out: Path | None, vhost: str, **opts: str | None) -> None:
+def export_cmd(out: Path | None, vhost: str, miners: tuple[str, ...],
+               **opts: str | None) -> None:
     """Print RabbitMQ definitions.json for the shared topology (no broker needed)."""
-    text = json.dumps(to_definitions(pool_topology(load_settings(**opts)), vhost), indent=2)
+    settings = load_settings(**opts)
+    topo = pool_topology(settings)
+    for miner in miners:
+        if not MINER_ID_RE.match(miner):
+            raise ConfigError(f"--miner: {miner!r} is not a miner id (e.g. t01000)")
+        topo += miner_topology(settings, miner)
+    text = json.dumps(to_definitions(topo, vhost), indent=2)
     if out is None:
         click.echo(text)
     else:

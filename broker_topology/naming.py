@@ -55,7 +55,14 @@ class Names:
         return self.exchange("doorbell")
 
     def pool_queue(self, phase: Phase, lane: Lane) -> str:
+        """The pool's shared lane of a phase (urgent: any miner's job whose deadline is at
+        risk or that aged past SEALPOOL_AGING_*)."""
         return f"{self.namespace}.q.{phase.value}.{lane.value}"
+
+    def miner_queue(self, phase: Phase, lane: Lane, miner: str) -> str:
+        """A miner's own lane of a phase (deal or cc): one per miner, so a free slot can
+        choose whose job it takes (pool_worker.policy)."""
+        return f"{self.namespace}.q.{phase.value}.{lane.value}.{miner}"
 
     def worker_queue(self, worker: str, phase: Phase) -> str:
         return f"{self.namespace}.w.{worker}.{phase.value}"
@@ -127,6 +134,16 @@ class Names:
     def deadletters_key(self) -> str:
         """Hash: dead-letter id -> entry JSON (what q.poison received)."""
         return self.redis_key("deadletters")
+
+    @property
+    def miners_key(self) -> str:
+        """Hash: miner -> weight, for every miner publishing into the pool."""
+        return self.redis_key("miners")
+
+    @property
+    def vtime_key(self) -> str:
+        """Hash: miner -> virtual time (slot seconds / weight) of fair queuing."""
+        return self.redis_key("vtime")
 
     @property
     def durations_key(self) -> str:

@@ -44,6 +44,9 @@ class PoolSettings(BaseSettings):
     heartbeat: int = Field(default=30, ge=2, le=600)
     #: Deliveries a job may have in one queue before the broker dead-letters it onwards.
     delivery_limit: int = Field(default=5, ge=1)
+    #: Every miner's deal jobs before any miner's CC jobs (an operator who owns all the
+    #: miners); otherwise each miner's deals go before its own CC, and miners share by weight.
+    deals_first: bool = False
     #: Retry backoff buckets (queue TTLs) in seconds.
     delay_buckets: Annotated[tuple[int, ...], NoDecode] = (5, 30, 120, 600, 1800)
 

@@ -2,12 +2,13 @@
 
 Flow of a job (see README "How jobs flow"):
 
-    miner --jobs (topic)--> q.<phase>.<lane>          pooled phases, and urgent escalations
+    miner --jobs (topic)--> q.<phase>.<lane>.<miner>  pooled phases: the miner's deal/cc lanes
+                      --> q.<phase>.urgent         urgent escalations, any miner
     miner --local (topic)-> w.<worker>.<phase>        follow-ups to the sector's home (classic,
                  |                                    priority urgent > deal > cc);
                  |                                    no such queue: alternate exchange = jobs
-    w.* TTL (locality_wait) -- DLX jobs --> q.<phase>.<lane>   (home gone: fall back to pool)
-    q.<phase>.{deal,cc} TTL (aging) -- DLX escalate --> q.<phase>.urgent
+    w.* TTL (locality_wait) -- DLX jobs --> q.<phase>.<lane>.<miner>  (home gone: to the pool)
+    q.<phase>.{deal,cc}.<miner> TTL (aging) -- DLX escalate --> q.<phase>.urgent
     q.<phase>.urgent delivery limit -- DLX poison --> q.poison
     worker --delay (headers: delay=<N>s)--> q.delay.<N>s -- TTL, DLX local --> back where aimed
     worker --results (direct, key miner)--> results.<miner>
@@ -103,14 +104,7 @@ def pool_topology(settings: PoolSettings) -> Topology:
     ]
     queues: list[Queue] = []
     bindings: list[Binding] = []
-    aging = {Lane.DEAL: settings.aging_deal, Lane.CC: settings.aging_cc}
     for phase in PIPELINE:
-        for lane in (Lane.DEAL, Lane.CC):
-            name = n.pool_queue(phase, lane)
-            queues.append(Queue(name, quorum_args(delivery_limit=settings.delivery_limit,
-                                                  dead_letter_exchange=n.escalate,
-                                                  ttl_s=aging[lane])))
-            bindings.append(Binding(n.jobs, name, f"*.{phase}.{lane}.*"))
         urgent = n.pool_queue(phase, Lane.URGENT)
         queues.append(Queue(urgent, quorum_args(delivery_limit=settings.delivery_limit,
                                                 dead_letter_exchange=n.poison)))
@@ -143,9 +137,20 @@ def worker_topology(settings: PoolSettings, worker: str, phases: frozenset[Phase
 
 
 def miner_topology(settings: PoolSettings, miner: str) -> Topology:
+    """A miner's own lanes (deal and cc per phase: a free slot chooses whose job it takes,
+    see pool_worker.policy) and its results queue. A lane's TTL is its aging: a job waiting
+    longer is dead-lettered to the phase's urgent lane, so CC never starves."""
     n = Names(settings.namespace)
-    name = n.results_queue(miner)
-    return Topology(
-        queues=(Queue(name, quorum_args(delivery_limit=20, dead_letter_exchange=n.poison)),),
-        bindings=(Binding(n.results, name, miner),),
-    )
+    aging = {Lane.DEAL: settings.aging_deal, Lane.CC: settings.aging_cc}
+    queues, bindings = [], []
+    for phase in PIPELINE:
+        for lane in (Lane.DEAL, Lane.CC):
+            name = n.miner_queue(phase, lane, miner)
+            queues.append(Queue(name, quorum_args(delivery_limit=settings.delivery_limit,
+                                                  dead_letter_exchange=n.escalate,
+                                                  ttl_s=aging[lane])))
+            bindings.append(Binding(n.jobs, name, f"*.{phase}.{lane}.{miner}"))
+    results = n.results_queue(miner)
+    queues.append(Queue(results, quorum_args(delivery_limit=20, dead_letter_exchange=n.poison)))
+    bindings.append(Binding(n.results, results, miner))
+    return Topology(queues=tuple(queues), bindings=tuple(bindings))

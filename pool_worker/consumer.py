@@ -1,6 +1,7 @@
 """The I/O thread's half of the worker: topology, doorbell, control, and the claim pass.
 
-A free slot pulls (basic.get, strict order: see claimer.py). What it gets is triaged here,
+A free slot pulls (basic.get, in the order policy.py gives: pipeline-end first, then fair
+between miners). What it gets is triaged here,
 on the I/O thread, before any slot sees it: a message that does not decode, or sits in the
 wrong queue, is parked in q.poison with the reason; a sector size this worker does not take
 goes round again through the delay queue; a copy of a job already running in this process
@@ -22,8 +23,10 @@ from broker_topology.naming import Names
 from broker_topology.poison import Reason, park
 from broker_topology.topology import pool_topology, worker_topology
 
-from .claimer import first_nonempty, phase_of_queue
+from .claimer import candidate_queues, phase_of_queue, slot_lanes
 from .control import Controller, consume_control
+from .policy import slot_order
+from .shares import Shares
 
 if TYPE_CHECKING:
     from broker_topology.settings import PoolSettings
@@ -38,13 +41,14 @@ log = logging.getLogger(__name__)
 
 class Consumer:
     def __init__(self, pool: PoolSettings, cfg: WorkerSettings, slots: list[Slot],
-                 admission: Admission, control: Controller) -> None:
+                 admission: Admission, control: Controller, shares: Shares) -> None:
         self.pool = pool
         self.cfg = cfg
         self.names = Names(pool.namespace)
         self.slots = slots
         self.admission = admission
         self.control = control
+        self.shares = shares
         self.by = f"pool-worker/{cfg.name}"
         self.stopping = threading.Event()
         self._claim_now = True
@@ -83,6 +87,10 @@ class Consumer:
         rung, self._rung = self._rung, set()
         polling = time.monotonic() >= self._next_poll
         self._next_poll = time.monotonic() + self.cfg.idle_poll * self._rng.uniform(0.8, 1.2)
+        self.shares.refresh()
+        for slot in idle:
+            slot.queues = candidate_queues(self.names, self.cfg.locality, slot.phases,
+                                           self.shares.miners)
         idle = self.admission.admit(idle, self.slots)  # enough disk and memory, per phase
         if self._all_empty and not polling and any(
                 q in s.candidates for s in idle for q in rung):
@@ -93,16 +101,32 @@ class Consumer:
         counts = {q: session.ready_count(q) for q in {q for s in idle for q in s.candidates}}
         self._all_empty = not any(counts.values())
         for slot in idle:
-            while (queue := first_nonempty(slot.candidates, counts)) is not None:
-                if self.claim_into(session, slot, queue):
-                    self._claim_now = True  # there may be more for other slots
-                    break
-                counts[queue] = max(0, counts[queue] - 1)
+            self._claim_best(session, slot, counts)
+
+    def _claim_best(self, session: Session, slot: Slot, counts: dict[str, int]) -> None:
+        """Ask the slot's queues in policy order until one gives it a job."""
+        allowed = {q: counts.get(q, 0) for q in slot.candidates}
+        lanes = slot_lanes(self.names, self.cfg.locality, slot.phases, self.shares.miners)
+        while order := slot_order(lanes, self.shares.vtimes, allowed,
+                                  deals_first=self.pool.deals_first, rng=self._rng):
+            queue = order[0]
+            if self.claim_into(session, slot, queue):
+                counts[queue] = max(0, counts.get(queue, 0) - 1)
+                self._charge(slot)
+                self._claim_now = True  # there may be more for other slots
+                return
+            allowed[queue] = counts[queue] = 0
+
+    def _charge(self, slot: Slot) -> None:
+        """Charge the claimed job's miner its expected slot time (fair queuing)."""
+        if slot.job is not None:
+            slot.charge = self.shares.charge(slot.job)
 
     def _claim_rung(self, session: Session, idle: list[Slot], rung: set[str]) -> None:
         for queue in rung:
             slot = next((s for s in idle if queue in s.candidates), None)
             if slot is not None and self.claim_into(session, slot, queue):
+                self._charge(slot)
                 idle.remove(slot)
                 self._all_empty = False
                 self._claim_now = True  # the next pass probes everything again

@@ -29,6 +29,7 @@ from broker_topology.poison import Reason, park
 from .cpus import pin_current_thread
 from .executors.base import Cancelled, ExecContext
 from .leases import Done, Grant, Held, Leases
+from .shares import Shares
 from .slots import Slot, SlotState
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ ERROR_CHARS = 4000
 class Runner:
     def __init__(self, pool: PoolSettings, cfg: WorkerSettings, transport: Transport,
                  executors: dict[Any, Executor], leases: Leases, blobs: Blobs,
-                 storage: Storage, slots: list[Slot], on_free: Callable[[], None]) -> None:
+                 shares: Shares, storage: Storage, slots: list[Slot],
+                 on_free: Callable[[], None]) -> None:
         self.pool = pool
         self.cfg = cfg
         self.names = Names(pool.namespace)
@@ -55,6 +57,7 @@ class Runner:
         self.executors = executors
         self.leases = leases
         self.blobs = blobs
+        self.shares = shares
         self.storage = storage
         self.slots = slots
         #: Called when a slot frees up: run a claim pass now.
@@ -93,6 +96,8 @@ class Runner:
                 slot.last_error = f"{type(exc).__name__}: {exc}"
                 self._try_hand_back(slot, delivery, job)
             finally:
+                if slot.started_at is not None:  # handed back or failed: what it used
+                    self._settle_charge(slot, time.time() - slot.started_at)
                 slot.release()
                 self.on_free()
         slot.state = SlotState.STOPPED
@@ -127,6 +132,7 @@ class Runner:
             self.leases.release(lease)
             return
         body = result.to_bytes()
+        self._settle_charge(slot, result.finished_at - result.started_at)
         if not self.leases.finish(lease, body):
             log.warning("%s attempt %d: epoch %d fenced off (granted to another worker "
                         "since); dropping our result", job.job_id, job.attempt, lease.epoch)
@@ -165,6 +171,17 @@ class Runner:
                                     outcome=Outcome.ERROR, error_class=error.error_class,
                                     error=str(error))
         return result
+
+    def _settle_charge(self, slot: Slot, seconds: float) -> None:
+        """The miner is charged the slot time the job really took (fair queuing)."""
+        charge = slot.charge
+        if charge is None:
+            return
+        slot.charge = None
+        try:
+            self.shares.correct(charge, seconds)
+        except Exception as exc:  # Redis away: shares are a little off, the job is fine
+            log.debug("slot time of %s not settled: %s", charge.miner, exc)
 
     def _context(self, slot: Slot, job: Job) -> ExecContext:
         return ExecContext(workdir=self.storage.workdir(slot.index, job.miner, job.sector),

@@ -33,6 +33,7 @@ from .leases import Leases
 from .registry import Registry
 from .resources import Admission
 from .runner import Runner
+from .shares import Shares
 from .slots import SlotState, build_slots
 from .storage import Storage
 
@@ -75,15 +76,18 @@ class Worker:
                                  heartbeat_interval=cfg.heartbeat_interval, phases=cfg.phases,
                                  storage_group=cfg.storage_group,
                                  sector_sizes=cfg.sector_sizes)
-        self.consumer = Consumer(pool, cfg, self.slots, self.admission, self.control)
+        # Fair queuing reads Redis on the I/O thread: never wait out an outage there.
+        self.shares = Shares(connect_redis(pool.redis_url, retries=0), self.names)
+        self.consumer = Consumer(pool, cfg, self.slots, self.admission, self.control,
+                                 self.shares)
         name = f"pool-worker/{cfg.name}"
         self.transport: Transport = (
             transport(name, self.consumer.on_connect, self.consumer.on_tick) if transport
             else Link(pool.amqp_url, name=name, on_connect=self.consumer.on_connect,
                       on_tick=self.consumer.on_tick, heartbeat=pool.heartbeat, on_fatal=_die))
         self.runner = Runner(pool, cfg, self.transport, executors, self.leases,
-                             Blobs(client, self.names), self.storage, self.slots,
-                             self.request_claim)
+                             Blobs(client, self.names), self.shares, self.storage,
+                             self.slots, self.request_claim)
         self.keeper = Keeper(client, self.names, cfg.name, self.leases, self.slots,
                              lambda: self.registry.status(self.control.views()),
                              lease_ttl=cfg.lease_ttl,

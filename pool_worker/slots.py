@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from .config import WorkerSettings
     from .leases import Grant
+    from .shares import Charge
     from .storage import Storage
 
 
@@ -42,6 +43,8 @@ class Slot:
     last_error: str | None = None
     #: The lease of the running job, once granted.
     grant: Grant | None = None
+    #: What claiming the running job charged its miner (fair queuing), if anything.
+    charge: Charge | None = None
     #: Set by the keeper when another worker holds this job's lease now.
     lease_lost: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -60,8 +63,8 @@ class Slot:
     paused_since: float | None = None
     #: Phase -> why it is not claimed now (set before every claim pass).
     held_back: dict[str, str] = field(default_factory=dict)
-    #: Every queue of its configured phases, in claim order; `candidates` is the part
-    #: admission leaves it for the next claim pass.
+    #: Every queue of the phases it claims now (the miners' lanes change: refreshed every
+    #: claim pass); `candidates` is the part admission leaves it for the next one.
     queues: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -85,7 +88,7 @@ class Slot:
         self.inbox.put((delivery, job))
 
     def release(self) -> None:
-        self.job = self.delivery = self.started_at = self.grant = None
+        self.job = self.delivery = self.started_at = self.grant = self.charge = None
         self.state = SlotState.IDLE
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from broker_topology import Lane, Phase
+
 from .conftest import MakePool, Pool
 from .test_failures import assert_each_phase_accepted_once
 
@@ -169,7 +171,7 @@ def test_explain_says_where_a_job_waits_and_why(pool: Pool) -> None:
     n1 = pool.enqueue("t01000", 1, "deal")[0]
     # no workers at all
     e = explain(f"t01000/{n1}/ap")
-    assert e["waiting_in"] == pool.names.pool_queue(*_ap_deal())
+    assert e["waiting_in"] == pool.names.miner_queue(Phase.AP, Lane.DEAL, "t01000")
     assert e["queue_ready"] == 1
     assert any("no worker is registered" in r for r in e["reasons"])
     assert any("not issued yet" in r for r in explain(f"t01000/{n1}/fin")["reasons"])
@@ -197,12 +199,6 @@ def test_explain_says_where_a_job_waits_and_why(pool: Pool) -> None:
     # and a bad id is one line
     bad = pool.cli("miner-publisher", "explain", "t01000/x/ap", check=False)
     assert bad.returncode == 2 and "not a job id" in bad.stderr
-
-
-def _ap_deal() -> tuple[Any, Any]:
-    from broker_topology import Lane, Phase
-
-    return Phase.AP, Lane.DEAL
 
 
 def test_pool_level_keeps_pc1_fed_and_stops_when_downstream_is_full(pool: Pool) -> None:

@@ -58,7 +58,7 @@ command = ["{sys.executable}", "{EXAMPLE}"]
     assert "after keep_free 1000TiB" in why
     # and over several claim passes it claims nothing: the job stays queued
     time.sleep(3)
-    assert ready(pool, pool.names.pool_queue(Phase.AP, Lane.DEAL)) == 1
+    assert ready(pool, pool.names.miner_queue(Phase.AP, Lane.DEAL, "t01000")) == 1
     assert pool.rows("t01000")[0]["history"] == []
     listed = json.loads(pool.cli("miner-publisher", "workers", "--json").stdout)
     assert [(w["name"], w["blocked"], w["idle"]) for w in listed] == [("wd", 1, 0)]

@@ -60,10 +60,13 @@ def test_export_writes_definitions(tmp_path: Path) -> None:
     import json
 
     out = tmp_path / "definitions.json"
-    proc = run("broker-topology", "export", "--out", str(out), "--namespace", "exp")
+    proc = run("broker-topology", "export", "--out", str(out), "--namespace", "exp",
+               "--miner", "t01000")
     assert proc.returncode == 0, proc.stderr
-    data = json.loads(out.read_text())
-    assert any(q["name"] == "exp.q.pc1.deal" for q in data["queues"])
+    names = {q["name"] for q in json.loads(out.read_text())["queues"]}
+    assert {"exp.q.pc1.urgent", "exp.q.pc1.deal.t01000", "exp.results.t01000"} <= names
+    bad = run("broker-topology", "export", "--miner", "x.y")
+    assert bad.returncode == 2 and "--miner" in bad.stderr
 
 
 def test_pc1_memory_pool_size_is_checked_at_start() -> None:

@@ -1,11 +1,12 @@
-"""The share arithmetic behind admission (pure; the broker-level test is in integration)."""
+"""The share arithmetic behind admission: weighted water-filling (pure; the broker-level
+test is in integration)."""
 
 from miner_publisher.fairness import SHARE_STALE_S, Share, targets
 
 NOW = 1000.0
 
 
-def share(miner: str, weight: float = 1.0, backlog: int = 5, age: float = 0.0) -> Share:
+def share(miner: str, weight: float = 1.0, backlog: int = 50, age: float = 0.0) -> Share:
     return Share(miner, weight, backlog, NOW - age)
 
 
@@ -31,3 +32,10 @@ def test_every_active_miner_keeps_at_least_one_sector() -> None:
 
 def test_no_active_miner_no_targets() -> None:
     assert targets([share("a", backlog=0)], capacity=4, now=NOW) == {}
+
+
+def test_what_a_miner_cannot_use_goes_to_the_others_by_weight() -> None:
+    got = targets([share("a", 1, backlog=2), share("b", 1, backlog=100),
+                   share("c", 2, backlog=100)], capacity=14, now=NOW)
+    assert got == {"a": 2, "b": 4, "c": 8}
+    assert sum(got.values()) == 14  # nothing left idle while there is work for it

@@ -51,17 +51,20 @@ def test_every_pool_queue_is_quorum_with_explicit_delivery_limit() -> None:
             assert args["x-overflow"] == "reject-publish"
 
 
-def test_deal_and_cc_age_into_urgent_and_urgent_ends_in_poison() -> None:
+def test_a_miners_deal_and_cc_lanes_age_into_urgent_and_urgent_ends_in_poison() -> None:
     n = Names("ns1")
-    q = queues(pool_topology(S))
-    assert q[n.pool_queue(Phase.PC1, Lane.DEAL)]["x-message-ttl"] == 3600_000
-    assert q[n.pool_queue(Phase.PC1, Lane.CC)]["x-message-ttl"] == 4 * 3600_000
-    assert q[n.pool_queue(Phase.PC1, Lane.DEAL)]["x-dead-letter-exchange"] == n.escalate
+    topo = pool_topology(S) + miner_topology(S, "t01000")
+    q = queues(topo)
+    deal, cc = (n.miner_queue(Phase.PC1, lane, "t01000") for lane in (Lane.DEAL, Lane.CC))
+    assert q[deal]["x-message-ttl"] == 3600_000
+    assert q[cc]["x-message-ttl"] == 4 * 3600_000
+    assert q[deal]["x-dead-letter-exchange"] == n.escalate
+    assert q[deal]["x-queue-type"] == "quorum"
     urgent = q[n.pool_queue(Phase.PC1, Lane.URGENT)]
     assert "x-message-ttl" not in urgent and urgent["x-dead-letter-exchange"] == n.poison
-    bindings = {(b.source, b.destination, b.routing_key) for b in pool_topology(S).bindings}
+    bindings = {(b.source, b.destination, b.routing_key) for b in topo.bindings}
     assert (n.escalate, n.pool_queue(Phase.PC1, Lane.URGENT), "*.pc1.*.*") in bindings
-    assert (n.jobs, n.pool_queue(Phase.PC1, Lane.CC), "*.pc1.cc.*") in bindings
+    assert (n.jobs, cc, "*.pc1.cc.t01000") in bindings
 
 
 def test_worker_queues_only_for_data_bound_phases_and_fall_back_to_pool() -> None:
@@ -85,12 +88,14 @@ def test_local_exchange_falls_back_to_jobs_and_delays_return_through_it() -> Non
     assert delay_q["x-message-ttl"] == 30_000 and delay_q["x-dead-letter-exchange"] == n.local
 
 
-def test_pool_has_queues_for_every_phase_and_lane() -> None:
+def test_pool_and_miner_have_queues_for_every_phase_and_lane() -> None:
     n = Names("ns1")
-    names = set(queues(pool_topology(S)))
+    pool = set(queues(pool_topology(S)))
+    mine = set(queues(miner_topology(S, "t01000")))
     for phase in PIPELINE:
-        for lane in Lane:
-            assert n.pool_queue(phase, lane) in names
+        assert n.pool_queue(phase, Lane.URGENT) in pool
+        for lane in (Lane.DEAL, Lane.CC):
+            assert n.miner_queue(phase, lane, "t01000") in mine
     assert {Phase.PC1, Phase.PC2, Phase.C1, Phase.FIN} == LOCAL_PHASES
 
 

@@ -38,8 +38,10 @@ class Gate:
 
     name = "gate"
 
-    def __init__(self, outputs: dict[str, Any] | None = None, hold: bool = False) -> None:
+    def __init__(self, outputs: dict[str, Any] | None = None, hold: bool = False,
+                 seconds: float = 0.0) -> None:
         self.outputs = outputs or {"ok": True}
+        self.seconds = seconds
         self.release = threading.Event()
         if not hold:
             self.release.set()
@@ -50,6 +52,7 @@ class Gate:
         while not self.release.wait(0.01):
             ctx.check_cancelled()
         ctx.check_cancelled()
+        time.sleep(self.seconds)
         return self.outputs
 
 
@@ -72,6 +75,7 @@ class Rig:
         self.pool = PoolSettings(namespace=names.namespace, delay_buckets=(5,))
         self.broker = MemoryBroker()
         self.broker.declare(pool_topology(self.pool) + miner_topology(self.pool, MINER))
+        client.hset(names.miners_key, MINER, 1)  # what `miner-publisher run` registers
         self.workers: list[Worker] = []
 
     def worker(self, executor: Gate, *, name: str = "w", slots: int = 2,
@@ -94,7 +98,7 @@ class Rig:
     def publish(self, body: bytes | Job) -> None:
         raw = body.to_bytes() if isinstance(body, Job) else body
         self.broker.publish(self.names.jobs, routing_key(POOL_ORIGIN, Phase.AP, Lane.CC, MINER),
-                            raw)
+                            raw, mandatory=True)
 
     def results(self) -> list[Result]:
         return [Result.from_bytes(b) for b, _ in self.broker.ready(
@@ -129,7 +133,7 @@ def test_a_result_carries_its_epoch_and_is_recorded_first(rig: Rig) -> None:
     assert (result.epoch, result.outputs, result.outcome.value) == (1, {"commd": "x"}, "ok")
     done = rig.client.get(rig.names.done_key(job.job_id, 1))
     assert done is not None and Result.from_bytes(str(done).encode()) == result
-    assert rig.broker.unacked_count(rig.names.pool_queue(Phase.AP, Lane.CC)) == 0
+    assert rig.broker.unacked_count(rig.names.miner_queue(Phase.AP, Lane.CC, MINER)) == 0
 
 
 def test_a_copy_of_a_job_running_in_this_process_is_deferred_not_run_nor_counted(
@@ -209,7 +213,7 @@ def test_a_hand_back_is_a_fresh_copy_through_the_delay_queue_and_not_a_start(
     until("the copy in the delay queue", lambda: len(rig.delayed()) == 1)
     [(body, headers)] = rig.delayed()
     assert Job.from_bytes(body) == job and headers.get("x-delivery-count", 0) == 0
-    assert rig.broker.unacked_count(rig.names.pool_queue(Phase.AP, Lane.CC)) == 0
+    assert rig.broker.unacked_count(rig.names.miner_queue(Phase.AP, Lane.CC, MINER)) == 0
     until("the lease released", lambda: rig.client.get(
         rig.names.lease_key(job.job_id, 1)) is None)
     assert rig.client.get(rig.names.starts_key(job.job_id, 1)) == "0"
@@ -279,3 +283,52 @@ def test_large_outputs_travel_by_reference_and_are_resolved_for_the_next_phase(
     until("the next job ran", lambda: len(gate.seen) == 2)
     assert gate.seen[1].params["ap"] == big
     assert json.loads(rig.client.get(rig.names.blob_key(result.outputs["$blob"])) or "{}") == big
+
+
+def test_the_charge_script_and_the_policy_compute_the_same_tags(
+        rds: tuple[redis.Redis, Names]) -> None:
+    """charge.lua is what workers run; policy.charged is what the simulation runs."""
+    from pool_worker.policy import charged
+    from pool_worker.shares import Shares
+
+    client, names = rds
+    client.hset(names.miners_key, mapping={MINER: 2.0, "t01001": 1.0})
+    shares = Shares(client, names)
+    shares.refresh()
+    model: dict[str, float] = {}
+    for miner, sector in [(MINER, 1), ("t01001", 2), (MINER, 3), ("t01001", 4), (MINER, 5)]:
+        job = Job(job_id=job_id(miner, sector, Phase.AP), miner=miner, sector=sector,
+                  phase=Phase.AP, attempt=1, sector_class=SectorClass.CC, size=2048,
+                  deadline=time.time() + 60, issued_at=time.time())
+        charge = shares.charge(job)
+        assert charge is not None
+        charged(model, miner, charge.seconds, charge.weight)
+    shares.refresh()
+    assert shares.vtimes == pytest.approx(model)
+
+
+def test_free_slots_take_the_miner_behind_on_slot_time_and_its_deals_first(
+        rig: Rig) -> None:
+    """Two miners with backlogs, weights 3:1, one slot: claims follow the weights, and each
+    miner's deal jobs go before its CC jobs."""
+    other = "t01001"
+    rig.broker.declare(miner_topology(rig.pool, other))
+    rig.client.hset(rig.names.miners_key, mapping={MINER: 3.0, other: 1.0})
+    for sector in range(1, 13):
+        for miner in (MINER, other):
+            klass = SectorClass.DEAL if sector > 9 else SectorClass.CC
+            job = Job(job_id=job_id(miner, sector, Phase.AP), miner=miner, sector=sector,
+                      phase=Phase.AP, attempt=1, sector_class=klass, size=2048,
+                      deadline=time.time() + 3600, issued_at=time.time())
+            rig.broker.publish(rig.names.jobs, routing_key(POOL_ORIGIN, Phase.AP,
+                                                           Lane(klass.value), miner),
+                               job.to_bytes(), mandatory=True)
+    gate = Gate(seconds=0.03)  # equal jobs: slot time is proportional to the count
+    rig.worker(gate, slots=1)
+    until("16 jobs run", lambda: len(gate.seen) >= 16, timeout=10)
+    first = gate.seen[:16]
+    assert 11 <= sum(j.miner == MINER for j in first) <= 13  # 3:1, within one job
+    for miner in (MINER, other):
+        mine = [j for j in gate.seen if j.miner == miner]
+        deals = [i for i, j in enumerate(mine) if j.sector_class is SectorClass.DEAL]
+        assert deals == list(range(len(deals)))  # its deals before any of its CC

@@ -19,7 +19,7 @@ REAL = object()  # any executor that is not simulated gets the table
 
 
 def slot(index: int, phases: set[Phase], temp: str = "/nvme0", **kw: Any) -> Slot:
-    return Slot(index, frozenset(phases), candidate_queues(NAMES, "w1", phases),
+    return Slot(index, frozenset(phases), candidate_queues(NAMES, "w1", phases, ["t01000"]),
                 configured_phases=frozenset(phases), temp_dir=Path(temp),
                 **kw)
 
@@ -48,7 +48,8 @@ def test_a_slot_without_disk_for_pc1_claims_only_what_fits_and_says_why() -> Non
     assert set(s.held_back) == {"pc1"}
     assert "needs 416GiB free disk in /nvme0 for 32GiB sectors; 100GiB usable" in \
         s.held_back["pc1"]
-    assert s.candidates == ["t.w.w1.c1", "t.q.c1.urgent", "t.q.c1.deal", "t.q.c1.cc"]
+    assert s.candidates == ["t.w.w1.c1", "t.q.c1.urgent", "t.q.c1.deal.t01000",
+                            "t.q.c1.cc.t01000"]
 
 
 def test_nothing_fits_means_no_claim() -> None:
