@@ -9,17 +9,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .headers import header_int
 from .naming import Names, delay_headers
 
 if TYPE_CHECKING:
     from .transport import Delivery, Session
 
+#: How many times workers sent a job round again because they could not run it (a size
+#: they do not take, or that does not fit now): after a few, someone asks whether any
+#: worker takes it at all.
+RETURNS = "x-sealpool-returns"
+
+
+def returns(delivery: Delivery) -> int:
+    return header_int(delivery.headers, RETURNS) or 0
+
 
 def hand_back(session: Session, names: Names, delivery: Delivery, body: bytes,
-              delay_s: int) -> None:
+              delay_s: int, *, count_return: bool = False) -> None:
     """Publish `body` (confirmed) to come back where `delivery` came from after `delay_s`
     (a delay bucket), then ack the delivery. The delay queues dead-letter to `local`,
-    whose alternate exchange is `jobs`: the copy lands in the queue its key names."""
-    session.publish(names.delay, delivery.routing_key, body, headers=delay_headers(delay_s),
+    whose alternate exchange is `jobs`: the copy lands in the queue its key names.
+    `count_return`: the worker could not run it (see RETURNS)."""
+    headers: dict[str, object] = dict(delay_headers(delay_s))
+    seen = returns(delivery)
+    if count_return or seen:
+        headers[RETURNS] = seen + int(count_return)
+    session.publish(names.delay, delivery.routing_key, body, headers=headers,
                     message_id=delivery.message_id)
     session.ack(delivery)

@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from broker_topology.control import SlotStatus, WorkerStatus
+from broker_topology.control import SlotStatus, WorkerStatus, why_held
 from broker_topology.messages import LOCAL_PHASES, PIPELINE, Lane, Phase, parse_job_id
 from broker_topology.naming import Names, lease_holder
+from broker_topology.units import sector_size_name
 
 from .pipeline import State
 from .store import Record, SectorStore
@@ -103,7 +104,7 @@ def _why_not(w: WorkerStatus, rec: Record, phase: Phase, now: float) -> str | No
     if phase not in w.phases:
         return f"does not serve {phase}"
     if rec.size not in w.sector_sizes:
-        return "does not take this sector size"
+        return f"does not take {sector_size_name(rec.size)} sectors"
     if phase in LOCAL_PHASES and rec.sector.home and rec.sector.home not in (
             w.name, w.storage_group):
         return f"data elsewhere (home {rec.sector.home})"
@@ -112,10 +113,10 @@ def _why_not(w: WorkerStatus, rec: Record, phase: Phase, now: float) -> str | No
         return f"no slot serves {phase} now (paused or narrowed)"
     if all(s.paused for s in slots):
         return "paused"
-    free = [s for s in slots if not s.paused and s.state is SlotStatus.IDLE]
-    if free:
+    idle = [s for s in slots if not s.paused and s.state is not SlotStatus.BUSY]
+    held = [why_held(s.held_back, s.held_sizes, phase, rec.size) for s in idle]
+    if any(why is None for why in held):
         return None
-    held = [s.held_back.get(phase.value) for s in slots if s.held_back.get(phase.value)]
     if held:
         return f"held back: {held[0]}"
     return "slots busy: " + ", ".join(s.job or "?" for s in slots if s.state is SlotStatus.BUSY)

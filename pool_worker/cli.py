@@ -19,6 +19,7 @@ from .control_cli import config_option, list_slots, pause, resume
 from .control_socket import ControlServer
 from .executors import executors_for
 from .executors.labeler import Pc1Executor
+from .resources import resolve_sizes
 from .runtime import Worker
 from .storage import Storage
 
@@ -64,10 +65,11 @@ def run(log_level: str, amqp_url: str | None, redis_url: str | None, namespace: 
     executors = executors_for(cfg.phases, cfg.simulate, cfg.simulate_fail,
                               configured=cfg.executors, simulate_builtin=cfg.simulate_builtin,
                               pc1_slots=pc1_slots, pc1_pool_bytes=cfg.pc1_pool_size)
+    storage = Storage.from_config(cfg)
+    cfg = resolve_sizes(cfg, executors, storage.existing_temp_dirs())
     if isinstance(pc1 := executors.get(Phase.PC1), Pc1Executor):
         pc1.check_pool(cfg.sector_sizes)  # MEM_POOL_SIZE below (N+1)·S: refuse now
         pc1.check_pages()
-    storage = Storage.from_config(cfg)
     gpus = preflight.check(cfg, source, storage)
     storage.prepare()  # every check passed: create the default directories
     log.info("effective config:\n%s", config_file.effective(pool, cfg))

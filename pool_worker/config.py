@@ -14,7 +14,6 @@ from broker_topology.messages import WORKER_NAME_RE, Phase
 from broker_topology.settings import Bytes, Seconds
 
 from .config_parts import (
-    ALL_SECTOR_SIZES,
     ExecutorConfig,
     SectorSizes,
     SlotConfig,
@@ -43,8 +42,9 @@ class WorkerSettings(BaseSettings):
     #: Workers that share temp storage name one group: the sector's home is then the
     #: group, and any member may run its follow-ups (a routing-key word: no dots).
     storage_group: str | None = Field(default=None, pattern=WORKER_NAME_RE.pattern)
-    #: Sector sizes this worker takes; resources are checked for the largest one.
-    sector_sizes: Annotated[SectorSizes, NoDecode] = ALL_SECTOR_SIZES
+    #: Sector sizes this worker takes (resources are checked per job, for its own size).
+    #: Empty: every size the machine can hold (`resources.machine_sizes`), found at start.
+    sector_sizes: Annotated[SectorSizes, NoDecode] = ()
     #: Per-phase executors (`[executors.pc2] kind = "external" ...`); the rest are built
     #: in or simulated.
     executors: dict[Phase, ExecutorConfig] = Field(default_factory=dict)

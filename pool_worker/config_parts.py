@@ -47,8 +47,8 @@ def parse_sector_sizes(value: Any) -> Any:
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
 Cpus = Annotated[tuple[int, ...], BeforeValidator(parse_cpus)]
 Phases = Annotated[frozenset[Phase], BeforeValidator(parse_phases)]
-SectorSizes = Annotated[tuple[int, ...], BeforeValidator(parse_sector_sizes),
-                        Field(min_length=1)]
+#: Empty means: every size this machine can hold (pool_worker.resources.machine_sizes).
+SectorSizes = Annotated[tuple[int, ...], BeforeValidator(parse_sector_sizes)]
 ALL_SECTOR_SIZES: tuple[int, ...] = tuple(sorted(SECTOR_SIZES.values()))
 
 

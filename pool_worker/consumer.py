@@ -17,11 +17,12 @@ import time
 from typing import TYPE_CHECKING
 
 from broker_topology.errors import MessageError
-from broker_topology.handback import hand_back
+from broker_topology.handback import hand_back, returns
 from broker_topology.messages import Job
 from broker_topology.naming import Names
 from broker_topology.poison import Reason, park
 from broker_topology.topology import pool_topology, worker_topology
+from broker_topology.units import sector_size_name
 
 from .claimer import candidate_queues, phase_of_queue, slot_lanes
 from .control import Controller, consume_control
@@ -29,6 +30,9 @@ from .policy import slot_order
 from .shares import Shares
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from broker_topology.control import WorkerStatus
     from broker_topology.settings import PoolSettings
     from broker_topology.transport import Delivery, Session
 
@@ -37,11 +41,15 @@ if TYPE_CHECKING:
     from .slots import Slot
 
 log = logging.getLogger(__name__)
+#: Returns of one job (sent round again by workers that cannot run it) after which the
+#: registry is asked whether any live worker takes it at all.
+UNSERVED_AFTER = 3
 
 
 class Consumer:
     def __init__(self, pool: PoolSettings, cfg: WorkerSettings, slots: list[Slot],
-                 admission: Admission, control: Controller, shares: Shares) -> None:
+                 admission: Admission, control: Controller, shares: Shares,
+                 registry: Callable[[], list[WorkerStatus]]) -> None:
         self.pool = pool
         self.cfg = cfg
         self.names = Names(pool.namespace)
@@ -49,6 +57,8 @@ class Consumer:
         self.admission = admission
         self.control = control
         self.shares = shares
+        #: The live workers' registry entries (read only when a job keeps coming back).
+        self.registry = registry
         self.by = f"pool-worker/{cfg.name}"
         self.stopping = threading.Event()
         self._claim_now = True
@@ -158,8 +168,9 @@ class Consumer:
             park(session, self.names, delivery, body, reason=exc.reason, detail=exc.detail,
                  source=queue, by=self.by)
             return False
-        if job.size not in self.cfg.sector_sizes:
-            self._not_our_size(session, delivery, job, queue)
+        why = self.admission.fits(slot, job.phase, job.size)
+        if why is not None:
+            self._cannot_run(session, delivery, job, queue, why)
             return False
         running = next((s for s in self.slots if s.job is not None
                         and s.job.job_id == job.job_id and s.job.attempt == job.attempt), None)
@@ -171,15 +182,35 @@ class Consumer:
         slot.assign(delivery, job)
         return True
 
-    def _not_our_size(self, session: Session, delivery: Delivery, job: Job,
-                      queue: str) -> None:
-        """Send a job of a size this worker does not take back through the shortest delay
-        queue, and leave its queue to the others until they have polled it once."""
+    def _cannot_run(self, session: Session, delivery: Delivery, job: Job, queue: str,
+                    why: str) -> None:
+        """A job this slot cannot run (its size is not taken here, or does not fit now):
+        back through the shortest delay queue, and its queue left to the others until they
+        have polled it once. After a few such returns, if no live worker takes the size at
+        all, it is parked (the miner fails the sector saying so) instead of going round for
+        ever."""
+        if returns(delivery) + 1 >= UNSERVED_AFTER and not self._anyone_takes(job):
+            size = sector_size_name(job.size)
+            log.error("%s: no live worker takes %s %s jobs; parking it", job.job_id, size,
+                      job.phase)
+            park(session, self.names, delivery, job.to_bytes(), reason=Reason.UNSERVED_SIZE,
+                 detail=f"no live worker takes {size} {job.phase} jobs", source=queue,
+                 by=self.by)
+            return
         bucket = min(self.pool.delay_buckets)
         self.admission.shun(queue, bucket + 1.5 * self.cfg.idle_poll)
-        log.warning("%s is a %d-byte sector; this worker takes %s: sent back for %ds",
-                    job.job_id, job.size, ",".join(map(str, self.cfg.sector_sizes)), bucket)
-        self._round_again(session, delivery, job)
+        log.warning("%s: %s; sent back for %ds", job.job_id, why, bucket)
+        hand_back(session, self.names, delivery, job.to_bytes(), bucket, count_return=True)
+
+    def _anyone_takes(self, job: Job) -> bool:
+        """Does a live worker serve this phase at this size (the registry says)? True when
+        the registry cannot be read: never park on a guess."""
+        try:
+            return any(job.phase in w.phases and job.size in w.sector_sizes
+                       for w in self.registry())
+        except Exception as exc:
+            log.debug("registry not read: %s", exc)
+            return True
 
     def _round_again(self, session: Session, delivery: Delivery, job: Job) -> None:
         hand_back(session, self.names, delivery, job.to_bytes(), min(self.pool.delay_buckets))

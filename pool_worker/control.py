@@ -59,6 +59,7 @@ def view(slot: Slot, gpus: dict[int, GpuInfo]) -> SlotView:
         sector=f"{job.miner}/{job.sector}" if job else None,
         phase=job.phase if job else None, attempt=job.attempt if job else None,
         started_at=slot.started_at, held_back=dict(slot.held_back),
+        held_sizes=dict(slot.held_sizes),
         last_error=error[-ERROR_CHARS:] if error else None)
 
 

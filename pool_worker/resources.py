@@ -1,12 +1,11 @@
 """What a phase needs (disk, memory) for a sector size, and whether a slot has it now.
 
 The claim is a `basic.get` that happens before the job is decoded, so the sector size is
-unknown when a slot decides whether to claim. A slot therefore checks against the largest
-sector size the worker is configured to take (`sector_sizes`); a job of a size it does not
-take is sent back through the delay exchange without running (see consumer.py).
-The other way, decoding and then handing the job back, would reject it: on a quorum queue
-every reject counts toward the delivery limit, and a job refused a few times would end in
-the poison queue although nothing was wrong with it.
+unknown when a slot decides whether to claim. A slot therefore claims a phase when some
+size it takes fits now, and once the job is decoded checks the job's own size: one that
+does not fit now, or that this worker does not take, goes round again through the delay
+exchange (a new message: no delivery limit is spent). The sizes a worker takes default to
+those the machine can hold at all (`machine_sizes`).
 
 Needs are fractions of the sector size S, after lotus' resource table (MinMemory) and the
 files rust-fil-proofs writes (32GiB: 11 layers + tree-d 2S for pc1; the sealed replica
@@ -29,15 +28,18 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import psutil
 
+from broker_topology.control import size_key, why_held
 from broker_topology.messages import Phase
 from broker_topology.units import format_bytes, sector_size_name
 
 from .claimer import phase_of_queue
+from .config_parts import ALL_SECTOR_SIZES
 from .executors.simulated import SimulatedExecutor
 
 if TYPE_CHECKING:
     from broker_topology.naming import Names
 
+    from .config import WorkerSettings
     from .slots import Slot
 
 
@@ -90,12 +92,13 @@ class Machine:
 
 
 class Admission:
-    """Decides, before each claim pass, which phases each idle slot may claim."""
+    """Decides, before each claim pass, which phases each idle slot may claim, and after a
+    claim whether the job's own size fits now."""
 
     def __init__(self, executors: dict[Phase, Any], sector_sizes: Iterable[int],
                  sealed_dir: Path, names: Names, machine: Machine | None = None) -> None:
         self.executors = executors
-        self.size = max(sector_sizes)
+        self.sizes = tuple(sorted(sector_sizes))
         self.sealed_dir = sealed_dir
         self.names = names
         self.machine = machine or Machine()
@@ -103,32 +106,33 @@ class Admission:
         self._shunned: dict[str, float] = {}
 
     def shun(self, queue: str, seconds: float) -> None:
-        """Leave `queue` to other workers for a while: it just held a job of a size this
-        worker does not take. Without it the job, back from the delay queue just as this
-        worker polls again, would be taken by this worker every time instead of by one
-        that can run it."""
+        """Leave `queue` to other workers for a while: it just held a job this worker cannot
+        run (a size it does not take, or one that does not fit now). Without it the job,
+        back from the delay queue just as this worker polls again, would be taken by this
+        worker every time instead of by one that can run it."""
         self._shunned[queue] = time.monotonic() + seconds
 
     def admit(self, idle: list[Slot], every: list[Slot]) -> list[Slot]:
-        """Set each idle slot's `held_back` and `candidates`; return those that may claim."""
+        """Set each idle slot's `held_back`/`held_sizes` and `candidates`; return those that
+        may claim. A phase is claimed if some size it takes fits: the size of a job is known
+        only once it is claimed (then `fits` checks it)."""
         now = time.monotonic()
         self._shunned = {q: t for q, t in self._shunned.items() if t > now}
         memory = self.machine.free_memory()
-        running: dict[int, int] = {}
-        for s in every:
-            job = s.job
-            if job is not None:
-                dev = self.machine.device(s.temp_dir)
-                running[dev] = running.get(dev, 0) + need_of(
-                    self.executors.get(job.phase), job.phase, job.size).disk
+        running = self._running(every)
         ready = []
         for slot in idle:
             held: dict[str, str] = {}
+            by_size: dict[str, str] = {}
             for phase in sorted(slot.phases):
-                why = self._why_not(slot, phase, memory, running)
-                if why is not None:
-                    held[phase.value] = why
-            slot.held_back = held
+                whys = [self._why_not(slot, phase, size, memory, running)
+                        for size in self.sizes]
+                for size, why in zip(self.sizes, whys, strict=True):
+                    if why is not None:
+                        by_size[size_key(phase, size)] = why
+                if all(whys):
+                    held[phase.value] = str(whys[0])  # even the smallest does not fit
+            slot.held_back, slot.held_sizes = held, by_size
             allowed = {p for p in slot.phases if p.value not in held}
             slot.candidates = [q for q in slot.queues if q not in self._shunned
                                and phase_of_queue(self.names, q) in allowed]
@@ -136,10 +140,28 @@ class Admission:
                 ready.append(slot)
         return ready
 
-    def _why_not(self, slot: Slot, phase: Phase, memory: int,
+    def fits(self, slot: Slot, phase: Phase, size: int) -> str | None:
+        """Why the slot cannot run this phase at this size now (as the last claim pass
+        found it), or None."""
+        if size not in self.sizes:
+            return f"this worker does not take {sector_size_name(size)} sectors"
+        return why_held(slot.held_back, slot.held_sizes, phase, size)
+
+    def _running(self, every: list[Slot]) -> dict[int, int]:
+        """Disk that jobs running now will still write, per filesystem."""
+        running: dict[int, int] = {}
+        for s in every:
+            job = s.job
+            if job is not None:
+                dev = self.machine.device(s.temp_dir)
+                running[dev] = running.get(dev, 0) + need_of(
+                    self.executors.get(job.phase), job.phase, job.size).disk
+        return running
+
+    def _why_not(self, slot: Slot, phase: Phase, size_bytes: int, memory: int,
                  running: dict[int, int]) -> str | None:
-        n = need_of(self.executors.get(phase), phase, self.size)
-        size = sector_size_name(self.size)
+        n = need_of(self.executors.get(phase), phase, size_bytes)
+        size = sector_size_name(size_bytes)
         if slot.memory is not None and n.memory > slot.memory:
             return (f"needs {format_bytes(n.memory)} memory for {size} sectors; the slot's "
                     f"budget is {format_bytes(slot.memory)}")
@@ -159,3 +181,29 @@ class Admission:
                 return (f"needs {format_bytes(n.sealed)} free disk in {self.sealed_dir} for "
                         f"{size} sectors; {format_bytes(free)} free")
         return None
+
+
+def resolve_sizes(cfg: WorkerSettings, executors: dict[Phase, Any],
+                  temp_dirs: Iterable[Path]) -> WorkerSettings:
+    """`cfg` with its sector sizes filled in from the machine when it names none."""
+    if cfg.sector_sizes:
+        return cfg
+    sizes = machine_sizes(executors, cfg.phases, temp_dirs)
+    return cfg.model_copy(update={"sector_sizes": sizes})
+
+
+def machine_sizes(executors: dict[Phase, Any], phases: Iterable[Phase],
+                  temp_dirs: Iterable[Path], memory_total: int | None = None,
+                  disk_total: Callable[[Path], int] | None = None) -> tuple[int, ...]:
+    """The sector sizes this machine can take at all: every phase it serves fits the
+    machine's total memory and each temp disk's size (what is free now is checked per
+    claim). The default of `sector_sizes`, so a worker started without size settings takes
+    2KiB work on a small machine instead of waiting for room for 64GiB."""
+    total = memory_total if memory_total is not None else psutil.virtual_memory().total
+    capacity = disk_total or (lambda p: shutil.disk_usage(p).total)
+    smallest_disk = min((capacity(d) for d in temp_dirs), default=0)
+    fits = [size for size in ALL_SECTOR_SIZES
+            if all(need_of(executors.get(p), p, size).memory <= total
+                   and need_of(executors.get(p), p, size).disk <= smallest_disk
+                   for p in phases)]
+    return tuple(fits) or ALL_SECTOR_SIZES[:1]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from broker_topology.blobs import Blobs
+from broker_topology.control import read_registry
 from broker_topology.link import EXIT_IO_THREAD, Link
 from broker_topology.naming import Names
 from broker_topology.redis_conn import connect_redis
@@ -31,7 +32,7 @@ from .executors.external import ExternalExecutor, kill_all_groups
 from .keeper import Keeper
 from .leases import Leases
 from .registry import Registry
-from .resources import Admission
+from .resources import Admission, resolve_sizes
 from .runner import Runner
 from .shares import Shares
 from .slots import SlotState, build_slots
@@ -60,13 +61,14 @@ class Worker:
                  gpus: dict[int, GpuInfo] | None = None,
                  transport: TransportFactory | None = None) -> None:
         self.pool = pool
+        self.storage = Storage.from_config(cfg)
+        cfg = resolve_sizes(cfg, executors, self.storage.existing_temp_dirs())
         self.cfg = cfg
         self.names = Names(pool.namespace)
         self.executors = executors
         self.redis = client
         self.instance = uuid.uuid4().hex[:12]
         self.leases = Leases(client, self.names, cfg.name, self.instance, cfg.lease_ttl)
-        self.storage = Storage.from_config(cfg)
         self.slots = build_slots(cfg, self.names, self.storage)
         self.admission = Admission(executors, cfg.sector_sizes, self.storage.sealed_dir,
                                    self.names)
@@ -79,7 +81,7 @@ class Worker:
         # Fair queuing reads Redis on the I/O thread: never wait out an outage there.
         self.shares = Shares(connect_redis(pool.redis_url, retries=0), self.names)
         self.consumer = Consumer(pool, cfg, self.slots, self.admission, self.control,
-                                 self.shares)
+                                 self.shares, lambda: read_registry(self.shares.r, self.names))
         name = f"pool-worker/{cfg.name}"
         self.transport: Transport = (
             transport(name, self.consumer.on_connect, self.consumer.on_tick) if transport

@@ -63,6 +63,8 @@ class Slot:
     paused_since: float | None = None
     #: Phase -> why it is not claimed now (set before every claim pass).
     held_back: dict[str, str] = field(default_factory=dict)
+    #: `<phase>:<size>` -> why not at that size now (see broker_topology.control.why_held).
+    held_sizes: dict[str, str] = field(default_factory=dict)
     #: Every queue of the phases it claims now (the miners' lanes change: refreshed every
     #: claim pass); `candidates` is the part admission leaves it for the next one.
     queues: list[str] = field(default_factory=list)

@@ -65,6 +65,16 @@ class Storage:
         for d in {self.home, self.sealed_dir, *self.temp_dirs} - self.configured:
             d.mkdir(parents=True, exist_ok=True)
 
+    def existing_temp_dirs(self) -> list[Path]:
+        """Each temp dir, or its nearest existing parent (defaults are created later): what
+        a disk-size check can look at before start."""
+        out = []
+        for d in self.temp_dirs:
+            while not d.exists() and d != d.parent:
+                d = d.parent
+            out.append(d)
+        return out
+
     def workdir(self, slot: int, miner: str, sector: int) -> Path:
         """The sector's directory: where it already is, else new in this slot's temp dir."""
         own = self.temp_dirs[slot]

@@ -11,7 +11,7 @@ from broker_topology.messages import SectorClass
 from broker_topology.units import GiB, KiB, MiB
 from pool_worker.claimer import candidate_queues
 from pool_worker.executors.simulated import SimulatedExecutor
-from pool_worker.resources import Admission, Machine, Need, need
+from pool_worker.resources import Admission, Machine, Need, machine_sizes, need
 from pool_worker.slots import Slot
 
 NAMES = Names("t")
@@ -58,10 +58,29 @@ def test_nothing_fits_means_no_claim() -> None:
     assert "after keep_free 10GiB" in s.held_back["pc1"]
 
 
-def test_the_largest_configured_size_decides() -> None:
+def test_each_job_is_checked_for_its_own_size_not_the_largest() -> None:
+    # Given a 24 GiB machine that takes 2KiB and 32GiB: pc1 of 32GiB needs 48GiB memory
     s = slot(0, {Phase.PC1})
-    a = admission(machine({"/nvme0": 500 * GiB}), sizes=(2 * KiB, 512 * MiB))
+    a = admission(machine({"/nvme0": 500 * GiB}, memory=24 * GiB), sizes=(2 * KiB, 32 * GiB))
+    # Then the slot still claims pc1 (2KiB fits), and says why 32GiB does not
     assert a.admit([s], [s]) == [s] and s.held_back == {}
+    assert a.fits(s, Phase.PC1, 2 * KiB) is None
+    why = a.fits(s, Phase.PC1, 32 * GiB)
+    assert why is not None and "needs 48GiB memory for 32GiB sectors" in why
+    assert a.fits(s, Phase.PC1, 8 * MiB) == "this worker does not take 8MiB sectors"
+
+
+def test_without_size_settings_a_worker_takes_what_the_machine_can_hold() -> None:
+    real = {p: REAL for p in Phase}
+    small = machine_sizes(real, set(Phase), [Path("/t")], memory_total=24 * GiB,
+                          disk_total=lambda _p: 2000 * GiB)
+    assert small == (2 * KiB, 8 * MiB, 512 * MiB)  # pc1 of 32GiB needs 48GiB memory
+    big = machine_sizes(real, {Phase.PC1}, [Path("/t")], memory_total=256 * GiB,
+                        disk_total=lambda _p: 500 * GiB)
+    assert big == (2 * KiB, 8 * MiB, 512 * MiB, 32 * GiB)  # 64GiB pc1 needs 832GiB disk
+    simulated = {p: SimulatedExecutor(1.0) for p in Phase}
+    assert machine_sizes(simulated, set(Phase), [], memory_total=0) == (
+        2 * KiB, 8 * MiB, 512 * MiB, 32 * GiB, 64 * GiB)
 
 
 def test_running_jobs_on_the_same_disk_count_against_it() -> None:
