@@ -86,3 +86,34 @@ def test_a_job_of_a_size_the_worker_does_not_take_goes_back_unclaimed(make_pool:
     [row] = pool.wait_finished(["t01000"])
     assert row["state"] == "done" and {h["worker"] for h in row["history"]} == {"w8m"}
     assert ready(pool, pool.names.poison_queue) == 0
+
+
+def test_no_size_settings_take_2kib_and_a_size_nobody_takes_is_reported(
+        make_pool: MakePool) -> None:
+    pool: Pool = make_pool(delay_buckets=(1,))
+    # Given a worker started with no size settings, ap and pc1 on the real kernel: on this
+    # machine it takes the sizes whose pc1 fits its memory (2KiB, ..., not 32GiB)
+    pool.worker("plain", kernel=True, simulate=0.05,
+                env={"SEALPOOL_WORKER_HEARTBEAT_INTERVAL": "0.5"})
+    pool.miner("t01000")
+    [small] = pool.enqueue("t01000", 1, "cc")
+    [big] = pool.enqueue("t01000", 1, "cc", "--size", "32GiB")
+    # Then, while the 32GiB job goes round, explain says what the worker does about it
+    seen: list[str | None] = []
+
+    def failed() -> bool:
+        e = json.loads(pool.cli("miner-publisher", "explain", f"t01000/{big}/ap",
+                                "--json").stdout)
+        seen.extend(w["why_not"] for w in e["workers"] if w["worker"] == "plain")
+        return any(r["sector"] == big and r["state"] == "failed" for r in pool.rows("t01000"))
+
+    # and, as no live worker takes that size, it is parked and its sector fails, no loop
+    pool.wait_for("the 32GiB sector failed", failed, 60)
+    assert "does not take 32GiB sectors" in seen and None not in seen, seen
+    # while the 2KiB sector is sealed on the same worker
+    pool.wait_for("the 2KiB sector done", lambda: any(
+        r["sector"] == small and r["state"] == "done" for r in pool.rows("t01000")), 90)
+    [row] = [r for r in pool.rows("t01000") if r["sector"] == big]
+    assert "32GiB" in row["error"] and row["history"][-1]["phase"] == "ap"
+    listed = json.loads(pool.cli("miner-publisher", "dead-letters", "list", "--json").stdout)
+    assert [e["reason"] for e in listed] == ["unserved_size"]
