@@ -49,6 +49,7 @@ from .explain import explain
 from .fairness import Fairness
 from .publisher import Publisher
 from .queries import sector_rows, summary
+from .ratio_cli import ratio_cmd
 from .service import MinerService
 from .store import SectorStore
 from .workers import registry
@@ -320,6 +321,7 @@ def dead_letters_requeue(job_id: str, from_phase: str | None, force: bool, as_js
 
 main.add_command(workers)
 main.add_command(worker)
+main.add_command(ratio_cmd)
 
 
 @main.command("explain")
