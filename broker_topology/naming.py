@@ -168,6 +168,8 @@ class MinerKey(StrEnum):
     STATS = "stats"  # hash: counters
     PARKED = "parked"  # set: dead-letter ids of this miner's jobs not yet acted on
     PLEDGE_LOCK = "pledge-lock"  # one pledging instance at a time
+    WATCH = "watch"  # zset: in-flight sector -> when the miner looks at it next (Redis TIME)
+    FINISHED = "finished"  # zset: done/failed sector -> when it finished (Redis TIME)
 
 
 def attempt_ref(job_id: str, attempt: int) -> str:

@@ -9,7 +9,6 @@ at risk are admitted regardless, on the urgent lane."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -40,6 +39,7 @@ def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Tr
     if pending == 0:
         return 0
     admitted = 0
+    now = store.redis_now()  # deadlines and dispatch times are on the Redis clock
     quota_full = {SectorClass.DEAL: deal_inflight >= target, SectorClass.CC: inflight >= target}
     # Pending sectors come best first (deal, then earliest deadline); scan a bounded window.
     for number in store.pending(min(pending, SCAN_LIMIT) if is_urgent else target):
@@ -51,7 +51,6 @@ def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Tr
             if all(quota_full.values()) and is_urgent is None:
                 break
             continue
-        now = time.time()
         after = enter(rec.sector, Phase.AP, state=State.QUEUED)
         job = build_job(rec, after, now)
         too_big = oversize(job)
@@ -86,7 +85,7 @@ def release_held(store: SectorStore, fairness: Fairness, publisher: Publisher,
     """Publish any job an earlier version held back in the outbox, best first."""
     released = 0
     for key, env in store.held():
-        fresh = store.release(key, env, time.time())
+        fresh = store.release(key, env, store.redis_now())
         if fresh is not None:
             released += publisher.publish(link, fresh)
     return released

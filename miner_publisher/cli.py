@@ -121,9 +121,9 @@ def enqueue(miner: str, count: int, sector_class: str | None, size: str, deadlin
     settings = load_settings(**opts)
     cfg = load_miner_settings()
     klass = SectorClass(sector_class)
-    now = time.time()
     ttl = parse_duration(deadline) if deadline else cfg.default_deadline[klass]
     store = _store(settings, miner)
+    now = store.redis_now()  # deadlines are on the one clock every miner host compares
     names = Names(settings.namespace)
     with _wipe_exits():
         store.guard = Durable.for_miner(store.r, names, miner).open()
@@ -135,7 +135,7 @@ def enqueue(miner: str, count: int, sector_class: str | None, size: str, deadlin
         # Admit what the miner's share allows now; `run` admits the rest as sectors finish.
         admitted = admit(store, Fairness(store.r, names, miner, cfg.weight, cfg.pool_depth),
                          Publisher(names, store, settings.delay_buckets), link,
-                         urgent_check(cfg, Durations(store.r, names).table()))
+                         urgent_check(cfg, Durations(store.r, names).table(), now))
     finally:
         link.stop()
     numbers = [r.sector.number for r in records]

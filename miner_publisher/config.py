@@ -36,6 +36,11 @@ class MinerSettings(BaseSettings):
     #: "restart" starts the sector over at ap on whichever worker is free.
     locality_recovery: Literal["wait", "restart"] = "wait"
     home_wait: Seconds = 120.0
+    #: "wait" gives the home up (the sector starts over at ap elsewhere: CC from zeros, a
+    #: deal from its unsealed data; else it fails saying why) once no worker of it has
+    #: beaten for `home_gone_after`, or after `home_rounds` needs_data rounds in a row.
+    home_gone_after: Seconds = 600.0
+    home_rounds: int = Field(default=6, ge=1)
     #: Pool level: keep this many sectors waiting for or in pc1 by pledging CC sectors of
     #: `pledge_size` when no deals wait (0: off) ...
     pledge_target: int = Field(default=0, ge=0)
@@ -62,6 +67,9 @@ class MinerSettings(BaseSettings):
     #: Watchdog: a queued sector with no progress for longer than max(3 × the phase's
     #: expected duration, this) is flagged `stalled` in status and logged once.
     stall_floor: Seconds = 3600.0
+    #: Done and failed sectors older than this lose their record and history (counted in
+    #: stats as `trimmed`); a bounded batch per round of the service's periodic work.
+    retention: Seconds = 30 * 86400.0
 
 
 def load_miner_settings() -> MinerSettings:

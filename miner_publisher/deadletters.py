@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import time
 import uuid
 from typing import Any
 
@@ -162,7 +161,7 @@ def replay(store: SectorStore, job_id: str, from_phase: Phase | None) -> Envelop
     if phase is not Phase.AP and PIPELINE.index(phase) <= PIPELINE.index(Phase.PC1) \
             and rec.sector.home is None:
         raise ValueError("the sector has no home worker yet; replay from ap")
-    now = time.time()
+    now = store.redis_now()
     after = enter(rec.sector, phase, state=State.QUEUED, chain_step=None, due_at=None,
                   error=None, home=None if phase is Phase.AP else rec.sector.home)
     attempt = after.attempt

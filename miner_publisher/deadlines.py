@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -119,10 +118,11 @@ def slack(sector: Sector, size: int, deadline: float, now: float,
     return Slack(deadline - now - remaining, remaining)
 
 
-def urgent_check(cfg: MinerSettings, observed: dict[tuple[Phase, int], float]
+def urgent_check(cfg: MinerSettings, observed: dict[tuple[Phase, int], float], now: float
                  ) -> Callable[[Record], bool]:
-    """Is this sector short of slack (escalate it, admit it regardless of the share)?"""
+    """Is this sector short of slack at `now` (the Redis clock) (escalate it, admit it
+    regardless of the share)?"""
     def urgent(rec: Record) -> bool:
-        s = slack(rec.sector, rec.size, rec.deadline, time.time(), observed, cfg)
+        s = slack(rec.sector, rec.size, rec.deadline, now, observed, cfg)
         return s.seconds < cfg.escalate_slack
     return urgent

@@ -72,7 +72,7 @@ def explain(job_id: str, store: SectorStore, workers: list[WorkerStatus],
     elif out["queue_ready"] is not None:
         reasons.append(f"waiting in {queue} with {out['queue_ready']} ready job(s) (FIFO; "
                        "free slots choose between miners by slot time per weight)")
-    now = time.time()
+    now = store.redis_now()  # the clock the workers' entries are stamped with
     for w in workers:
         out["workers"].append({"worker": w.name, "why_not": _why_not(w, rec, phase, now)})
     if not any(w["why_not"] is None for w in out["workers"]) and workers:

@@ -16,7 +16,9 @@ Jobs are never held back once their sector is admitted: holding them would leave
 idle, and would let a miner's own CC block its deals.
 
 Redis: shares (hash) miner -> {"weight", "backlog", "at"}; miners (hash) miner -> weight,
-read by the workers; capacity comes from the worker registry (slots of live workers)."""
+read by the workers; capacity comes from the worker registry (slots of live workers).
+Every time here (a share's `at`, staleness) is on the Redis clock: a miner whose host clock
+is behind keeps its share, a worker whose clock is behind still counts."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import redis
 
+from broker_topology.control import redis_now
 from broker_topology.naming import Names
 
 from .redis_text import text_map
@@ -100,7 +103,7 @@ class Fairness:
         """Slots of the live workers in the registry; re-read every few seconds."""
         if time.monotonic() - self._slots[0] < 3.0:
             return self._slots[1]
-        now = time.time()
+        now = redis_now(self.r)
         slots = sum(len(w.slots) for w in registry(self.r, self.names) if not w.stale(now))
         self._slots = (time.monotonic(), slots)
         return slots
@@ -108,11 +111,11 @@ class Fairness:
     def peek(self) -> int:
         """The current target, without publishing a share (for queries)."""
         capacity = max(1, self.pool_slots()) * self.depth
-        return targets(self.shares(), capacity, time.time()).get(self.miner, capacity)
+        return targets(self.shares(), capacity, redis_now(self.r)).get(self.miner, capacity)
 
     def target(self, backlog: int) -> int:
         """Publish our share and return how many sectors we may have in flight."""
-        now = time.time()
+        now = redis_now(self.r)
         self.publish(backlog, now)
         capacity = max(1, self.pool_slots()) * self.depth
         self.current = targets(self.shares(), capacity, now).get(self.miner, capacity)

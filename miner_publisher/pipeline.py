@@ -4,7 +4,8 @@
 
 Each phase is attempted until it succeeds or its error class stops it:
 temporary -> the same phase again (attempt + 1, after a backoff) up to the phase's limit;
-permanent -> failed; needs_data -> the same phase again, routed to the sector's home;
+permanent -> failed; needs_data -> the same phase again, routed to the sector's home, until
+the home counts as gone (then: start over at ap elsewhere, or failed saying why);
 crash (the broker's delivery limit) -> failed.
 """
 
@@ -45,6 +46,9 @@ class Sector:
     attempts: Mapping[str, int] = field(default_factory=dict)
     #: The attempt this run of the phase started with (the attempt limit counts from it).
     base_attempt: int = 1
+    #: needs_data rounds of this run of the phase, and when the first came (Redis clock).
+    home_rounds: int = 0
+    home_lost_at: float | None = None
 
     @property
     def tries(self) -> int:
@@ -54,6 +58,7 @@ class Sector:
 def enter(sector: Sector, phase: Phase, **changes: Any) -> Sector:
     """The sector starting `phase` afresh, with the next unused attempt number."""
     attempt = sector.attempts.get(phase.value, 0) + 1
+    changes = {"home_rounds": 0, "home_lost_at": None, **changes}
     return replace(sector, phase=phase, attempt=attempt, base_attempt=attempt,
                    attempts={**sector.attempts, phase.value: attempt}, **changes)
 
@@ -63,6 +68,21 @@ class Transition:
     sector: Sector
     #: Publish a job for (sector.phase, sector.attempt) after this many seconds (None: don't).
     dispatch_after: float | None
+    #: Why the sector left its path, for its history (a home given up).
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class HomeCheck:
+    """What the miner knows of a sector's home when a job comes back without the data."""
+
+    #: The latest beat of the home, or of a member of its storage group (Redis clock);
+    #: None when the registry names no such worker.
+    last_seen: float | None
+    #: A worker of the home beats now.
+    alive: bool
+    #: Why the sector cannot start over elsewhere (a deal without unsealed data); None: it can.
+    no_restart: str | None = None
 
 
 _NEXT = {Phase.AP: Phase.PC1, Phase.PC1: Phase.PC2, Phase.C1: Phase.C2}
@@ -77,14 +97,16 @@ def is_current(sector: Sector, result: Result) -> bool:
 
 
 def on_result(sector: Sector, result: Result, cfg: MinerSettings, now: float,
-              rng: random.Random | None = None) -> Transition:
+              rng: random.Random | None = None, home: HomeCheck | None = None) -> Transition:
+    """`now` is on the Redis clock; `home` is what the registry says of the sector's home
+    (None: unknown), used by a needs_data result."""
     assert is_current(sector, result)
     if result.outcome is Outcome.OK:
-        home = (result.home or result.worker) if result.phase is Phase.AP else sector.home
-        return _after_success(replace(sector, home=home), cfg, now)
+        where = (result.home or result.worker) if result.phase is Phase.AP else sector.home
+        return _after_success(replace(sector, home=where), cfg, now)
     reason = f"{result.phase}: {result.error_class}: {result.error or 'no detail'}"
     if result.error_class is ErrorClass.NEEDS_DATA:
-        return on_missing_data(sector, reason, cfg)
+        return on_missing_data(sector, reason, cfg, now, home)
     if result.error_class in (ErrorClass.PERMANENT, ErrorClass.CRASH):
         return Transition(replace(sector, state=State.FAILED, error=reason), None)
     return retry_or_fail(sector, reason, cfg, rng)
@@ -102,20 +124,62 @@ def retry_or_fail(sector: Sector, reason: str, cfg: MinerSettings,
     return Transition(retry, backoff(sector.attempt, cfg, rng or random.Random()))
 
 
-def on_missing_data(sector: Sector, reason: str, cfg: MinerSettings) -> Transition:
+def on_missing_data(sector: Sector, reason: str, cfg: MinerSettings, now: float = 0.0,
+                    home: HomeCheck | None = None) -> Transition:
     """The job reached a worker without the sector's files: its home did not take it in
-    time (gone, or busy past the locality wait). Policy `wait`: send it home again after a
-    pause, without using up attempts. Policy `restart`: start the sector over at ap on
-    whichever worker is free (ap stages the unsealed data that pc1 needs; the old home's
-    files are abandoned)."""
+    time (gone, or busy past the locality wait). Policy `restart`: start the sector over at
+    ap on whichever worker is free (ap stages the unsealed data that pc1 needs; the old
+    home's files are abandoned). Policy `wait`: send it home again after a pause, without
+    using up attempts, until the home counts as gone (`home_gone`); then start over at ap
+    like `restart` when that can rebuild the data, else fail saying why."""
     if cfg.locality_recovery == "restart" and sector.phase is not Phase.AP:
         restarted = enter(replace(sector, home=None), Phase.AP,
                           error=f"{reason}; restarted at ap (home {sector.home} lost)")
         return Transition(restarted, 0.0)
+    rounds = sector.home_rounds + 1
+    since = sector.home_lost_at if sector.home_lost_at is not None else now
+    gone = home_gone(sector.home, rounds, since, now, cfg, home)
+    if gone is not None:
+        return give_up_home(sector, reason, gone, home)
     again = replace(sector, attempt=sector.attempt + 1, base_attempt=sector.base_attempt + 1,
                     attempts={**sector.attempts, sector.phase.value: sector.attempt + 1},
-                    error=f"{reason}; waiting for home {sector.home}")
+                    home_rounds=rounds, home_lost_at=since,
+                    error=f"{reason}; waiting for home {sector.home} "
+                          f"(round {rounds} of {cfg.home_rounds})")
     return Transition(again, cfg.home_wait)
+
+
+def home_gone(home_name: str | None, rounds: int, since: float, now: float,
+              cfg: MinerSettings, home: HomeCheck | None) -> str | None:
+    """Why the sector's home counts as gone, None while it may still take the job: no
+    beat from it (or its storage group) for `home_gone_after` (measured from its last beat,
+    or from the first needs_data round when the registry does not know it), or
+    `home_rounds` needs_data rounds in a row."""
+    who = f"home {home_name}" if home_name else "no home"
+    if home is None or not home.alive:
+        known = home is not None and home.last_seen is not None
+        absent = home.last_seen if home is not None and home.last_seen is not None else since
+        if now - absent >= cfg.home_gone_after:
+            return (f"{who} gone: " + ("no heartbeat" if known else "not in the registry")
+                    + f" for {now - absent:.0f}s (home_gone_after {cfg.home_gone_after:g}s)")
+    if rounds >= cfg.home_rounds:
+        return f"{who} did not take the job in {rounds} rounds (home_rounds {cfg.home_rounds})"
+    return None
+
+
+def give_up_home(sector: Sector, reason: str, gone: str, home: HomeCheck | None
+                 ) -> Transition:
+    """The home is gone: start over at ap anywhere (CC from zeros, a deal from its
+    unsealed data), or fail when that cannot rebuild the sector (or it already is at ap)."""
+    blocker = "ap itself found no data" if sector.phase is Phase.AP else (
+        home.no_restart if home is not None else None)
+    if blocker is not None:
+        error = f"{reason}; {gone}, and {blocker}"
+        return Transition(replace(sector, state=State.FAILED, error=error), None,
+                          note=f"failed: {gone}, and {blocker}")
+    note = f"restarted at ap: {gone}"
+    return Transition(enter(replace(sector, home=None), Phase.AP, error=f"{reason}; {note}"),
+                      0.0, note=note)
 
 
 def backoff(failed_attempt: int, cfg: MinerSettings, rng: random.Random) -> float:

@@ -5,7 +5,6 @@ the later phases (pc2, c1, c2) already have more than they can absorb."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from broker_topology.messages import Phase, SectorClass
@@ -61,7 +60,7 @@ def pledge(store: SectorStore, cfg: MinerSettings, size: int) -> int:
     try:
         n = to_pledge(level(store), cfg)
         if n:
-            now = time.time()
+            now = store.redis_now()
             store.create(n, SectorClass.CC, size, now + cfg.default_deadline[SectorClass.CC],
                          {}, now)
             store.count("pledged", n)

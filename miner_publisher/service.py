@@ -5,7 +5,7 @@ or restarting Redis never stalls heartbeats. Order per result: decode, apply (CA
 fenced by the result's lease epoch, next job written to the outbox in the same step),
 publish the next job (confirmed), ack. One message that cannot be handled is that
 message's failure (parked or recorded), never the process's; a wiped Redis is the one
-thing that stops it (RedisWiped)."""
+thing that stops it (RedisWiped). Every time it writes or compares is on the Redis clock."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from broker_topology.errors import MessageError
 from broker_topology.link import Link, settle
-from broker_topology.messages import Outcome, Phase, Result, job_id
-from broker_topology.naming import Names, attempt_ref
+from broker_topology.messages import ErrorClass, Outcome, Phase, Result
+from broker_topology.naming import Names
 from broker_topology.poison import Reason, park
 from broker_topology.topology import miner_topology, pool_topology
 from broker_topology.transport import Delivery, Session, Transport
@@ -31,14 +31,17 @@ from broker_topology.units import parse_sector_size
 from .admission import admit, envelope
 from .chain import SimulatedChain
 from .deadletters import DeadLetters
-from .deadlines import Durations, Slack, clamp_duration, expected, slack, urgent_check
+from .deadlines import Durations, clamp_duration, urgent_check
 from .durable import Durable, RedisWiped
 from .fairness import Fairness
+from .homes import home_check, no_restart
 from .parked import history_of, on_parked
-from .pipeline import State, Transition, is_current, on_chain_due, on_result
+from .pipeline import HomeCheck, State, Transition, is_current, on_chain_due, on_result
 from .pledge import pledge
 from .publisher import Publisher, build_job, oversize
-from .store import Cas, Envelope, Record, SectorStore, history_entry
+from .store import Cas, Record, SectorStore, history_entry
+from .watch import Watcher
+from .workers import members
 
 if TYPE_CHECKING:
     import redis
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.5
 ESCALATE_EVERY_S = 2.0
+#: Finished sectors forgotten per round of periodic work at most (retention).
+RETAIN_BATCH = 200
 
 
 class MinerService:
@@ -77,6 +82,11 @@ class MinerService:
         self.inbox: queue.SimpleQueue[tuple[str, Delivery, bytes]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.rng = random.Random()
+        self.watcher = Watcher(self.store, cfg, lambda env: self.publisher.publish(self.link, env),
+                               lambda rec, t, now, history: self._commit(rec, t, now,
+                                                                         history=history),
+                               lambda: members(client, self.names))
+        self._finished_filled = False
         #: `transport(on_connect)` builds another Transport (the in-memory twin in tests).
         self.link: Transport = transport(self._on_connect) if transport else Link(
             settings.amqp_url, name=f"miner-publisher/{miner}", on_connect=self._on_connect,
@@ -132,11 +142,24 @@ class MinerService:
         self.act_on_parked()
         self.advance_due()
         self.sweep_outbox()
-        admit(self.store, self.fairness, self.publisher, self.link, self._urgent)
+        admit(self.store, self.fairness, self.publisher, self.link, self._urgent())
 
     def periodic(self) -> None:
         self.escalate()
         pledge(self.store, self.cfg, self.pledge_size)
+        self.retain()
+
+    def retain(self) -> int:
+        """Forget sectors finished longer than the retention ago, a bounded batch."""
+        if not self._finished_filled:  # sectors that finished before the index existed
+            self.store.fill_finished()
+            self._finished_filled = True
+        cutoff = self.store.redis_now() - self.cfg.retention
+        trimmed = self.store.trim(cutoff, RETAIN_BATCH)
+        if trimmed:
+            log.info("retention: forgot %d sector(s) finished over %.0fs ago", trimmed,
+                     self.cfg.retention)
+        return trimmed
 
     def stop(self) -> None:
         self.stopping.set()
@@ -180,7 +203,7 @@ class MinerService:
         """Record a dead letter and ack it; act on it now if it is this miner's (other
         miners' runs act on theirs). Nothing in a poison message can stop the service."""
         try:
-            entry = self.dead_letters.record(delivery.headers, body, time.time())
+            entry = self.dead_letters.record(delivery.headers, body, self.store.redis_now())
             log.warning("dead letter %s: %s (%s) from %s", entry["id"], entry["reason"],
                         entry["detail"], entry["source"])
             if entry["miner"] == self.miner:
@@ -190,7 +213,7 @@ class MinerService:
         except Exception as exc:
             log.exception("dead letter could not be handled; recording it as unknown")
             try:
-                self.dead_letters.record({}, body, time.time())
+                self.dead_letters.record({}, body, self.store.redis_now())
             except Exception:
                 log.exception("dead letter not recorded either; the broker keeps it")
                 settle(self.link.reject(delivery, requeue=True), "dead letter")
@@ -214,7 +237,7 @@ class MinerService:
                 return  # not the attempt the sector waits for: nothing to move
             t, error_class = moved
             history = history_of(entry, error_class, t.sector.error)
-            if self._commit(rec, t, time.time(), history=history) is Cas.APPLIED:
+            if self._commit(rec, t, self.store.redis_now(), history=history) is Cas.APPLIED:
                 self.store.count("parked_jobs")
                 log.error("%s attempt %d was parked (%s): sector %s", entry["job_id"],
                           entry["attempt"], entry["reason"],
@@ -230,14 +253,19 @@ class MinerService:
             if rec is None or not is_current(rec.sector, result) or result.epoch < 1:
                 return self._stale(result, "not the attempt the sector waits for"
                                    if result.epoch >= 1 else "no lease epoch")
-            now = time.time()
-            t = on_result(rec.sector, result, self.cfg, now, self.rng)
+            now = self.store.redis_now()
+            home = (self._home(rec, now) if result.error_class is ErrorClass.NEEDS_DATA
+                    else None)
+            t = on_result(rec.sector, result, self.cfg, now, self.rng, home)
+            history = history_entry(result)
+            if t.note:  # why the sector left its path (a home given up)
+                history["note"] = t.note
             params = rec.params
             if result.outcome is Outcome.OK and result.outputs:
                 params = {**params, result.phase.value: result.outputs}
             if t.sector.phase is Phase.PC1 and "ticket" not in params:
                 params = {**params, "ticket": self.chain.ticket()}
-            done = self._commit(rec, t, now, history=history_entry(result), params=params,
+            done = self._commit(rec, t, now, history=history, params=params,
                                 epoch=result.epoch)
             if done is Cas.STALE_EPOCH:
                 return self._stale(result, f"epoch {result.epoch} is not the current lease")
@@ -247,8 +275,20 @@ class MinerService:
                 if result.outcome is Outcome.OK:
                     self._observe(rec, result)
                 if t.sector.state in (State.DONE, State.FAILED):  # refill the pool now
-                    admit(self.store, self.fairness, self.publisher, self.link, self._urgent)
+                    admit(self.store, self.fairness, self.publisher, self.link,
+                          self._urgent())
                 return True
+
+    def _home(self, rec: Record, now: float) -> HomeCheck | None:
+        """What the registry says of the sector's home (None: it cannot be read now)."""
+        if rec.sector.home is None:
+            return HomeCheck(None, False, no_restart(rec))
+        try:
+            return home_check(members(self.client, self.names), rec.sector.home, now,
+                              no_restart(rec))
+        except Exception as exc:  # the rounds and the time since the first still bound it
+            log.warning("registry not read for home %s: %s", rec.sector.home, exc)
+            return None
 
     def _stale(self, result: Result, why: str) -> bool:
         self.store.count("stale_results")
@@ -262,70 +302,26 @@ class MinerService:
         if rec.dispatched_at is not None:
             window = self.store.redis_now() - rec.dispatched_at
         else:  # a record from before dispatch times were kept
-            window = time.time() - rec.updated_at
+            window = self.store.redis_now() - rec.updated_at
         seconds = clamp_duration(result.started_at, result.finished_at, window)
         if seconds is not None:
             self.durations.observe(result.phase, rec.size, seconds)
 
-    def _slack(self, rec: Record) -> Slack:
-        return slack(rec.sector, rec.size, rec.deadline, time.time(), self._observed, self.cfg)
-
-    def _urgent(self, rec: Record) -> bool:
-        return urgent_check(self.cfg, self._observed)(rec)
+    def _urgent(self) -> Callable[[Record], bool]:
+        """Is a sector short of slack now (the observed durations of the last round)?"""
+        return urgent_check(self.cfg, self._observed, self.store.redis_now())
 
     def escalate(self) -> None:
-        """Publish an urgent copy of the current job of every sector short of slack; flag
-        the ones that cannot make their deadline, and the ones that stopped moving."""
+        """Escalate, flag and watch the sectors due a look in the watch index (watch.py)."""
         self._observed = self.durations.table()
-        held = {key for key, _ in self.store.held()}
-        redis_now = self.store.redis_now()
-        for number in self.store.inflight() + self.store.due(float("inf")):
-            rec = self.store.get(number)
-            if rec is None or rec.sector.state not in (State.QUEUED, State.CHAIN):
-                continue
-            s = self._slack(rec)
-            if rec.slack is None or abs(rec.slack - s.seconds) >= 1:
-                self.store.mark(number, slack=f"{s.seconds:.1f}")
-            if s.late and not rec.at_risk:
-                self.store.mark(number, at_risk="1")
-                self.store.count("deadline_at_risk")
-                log.warning("sector %s/%d cannot make its deadline: %.0fs late at the "
-                            "expected pace (%.0fs of work left)", self.miner, number,
-                            -s.seconds, s.remaining)
-            if rec.sector.state is not State.QUEUED:
-                continue
-            if attempt_ref(job_id(self.miner, number, rec.sector.phase),
-                           rec.sector.attempt) not in held:  # held back: not late, waiting
-                self._watch(rec, redis_now)
-            if s.seconds < self.cfg.escalate_slack and rec.escalated != rec.sector.attempt:
-                now = time.time()
-                env = Envelope(build_job(rec, rec.sector, now), 0.0, True, now)
-                if self.store.escalate(rec, env):  # one instance wins the compare-and-set
-                    self.publisher.publish(self.link, env)
-                    self.store.count("escalated")
-                    log.info("escalated %s (slack %.0fs)", env.job.job_id, s.seconds)
-
-    def _watch(self, rec: Record, redis_now: float) -> None:
-        """Watchdog: flag (once) a dispatched sector with no progress for much longer than
-        its phase should take."""
-        if rec.stalled is not None:
-            return
-        since = rec.dispatched_at if rec.dispatched_at is not None else rec.updated_at
-        now = redis_now if rec.dispatched_at is not None else time.time()
-        limit = max(3 * expected(rec.sector.phase, rec.size, self._observed),
-                    self.cfg.stall_floor) + rec.dispatch_delay
-        if now - since > limit and self.store.flag_stalled(rec, since):
-            self.store.count("stalled")
-            log.warning("sector %s/%d stalled: no progress at %s attempt %d for %.0fs "
-                        "(expected at most %.0fs); see `miner-publisher explain %s/%d/%s`",
-                        self.miner, rec.sector.number, rec.sector.phase, rec.sector.attempt,
-                        now - since, limit, self.miner, rec.sector.number, rec.sector.phase)
+        self.watcher.round(self._observed)
 
     def advance_due(self) -> None:
-        for number in self.store.due(time.time()):
+        now = self.store.redis_now()
+        for number in self.store.due(now):
             rec = self.store.get(number)
             if rec is not None and rec.sector.chain_step:
-                self._commit(rec, on_chain_due(rec.sector), time.time())
+                self._commit(rec, on_chain_due(rec.sector), now)
 
     def sweep_outbox(self) -> None:
         for env in self.store.outbox_stale():

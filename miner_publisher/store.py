@@ -13,6 +13,11 @@ Keys (all under the namespace, spelled by `Names.miner_key`, kinds in `naming.Mi
   due:<miner>          zset: sector number -> time its chain step completes
   pending:<miner>      zset: sectors not yet admitted to the pool, best first (deal, deadline)
   inflight:<miner>     set: sectors with a job in the pool (a chain wait uses no worker)
+  watch:<miner>        zset: queued and chain sectors -> when the miner looks at them next
+                       (slack crossing the escalation threshold or zero, the watchdog's
+                       limit; Redis clock). A transition sets it to now: look again.
+  finished:<miner>     zset: done and failed sectors -> when they finished (Redis clock):
+                       what the retention trims, oldest first
   stats:<miner>        hash: counters (stale results, ...)
 
 Any number of `miner-publisher run` instances may share one miner: a transition applies
@@ -37,8 +42,11 @@ from broker_topology.naming import MinerKey, Names, attempt_ref
 
 from .durable import RedisWiped
 from .pipeline import Sector, State
-from .redis_text import fields, text_map, texts
+from .redis_text import fields, text, text_map, texts
 from .scripts import register
+
+#: Stats field set once the finished index holds every finished sector (fill_finished).
+FINISHED_INDEXED = "finished_indexed"
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class Record:
     dispatch_delay: float = 0.0
     #: The watchdog flagged the sector: no progress since this time.
     stalled: float | None = None
+    #: When `slack` was computed (Redis clock): status extrapolates from it.
+    slack_at: float | None = None
 
 
 class Cas(IntEnum):
@@ -134,6 +144,8 @@ class SectorStore:
         self._published = register(client, "published.lua")
         self._escalate = register(client, "escalate.lua")
         self._allocate = register(client, "allocate.lua")
+        self._rewatch = register(client, "rewatch.lua")
+        self._trim = register(client, "trim.lua")
 
     def _k(self, kind: MinerKey, *rest: object) -> str:
         return self.names.miner_key(kind, self.miner, *rest)
@@ -212,6 +224,61 @@ class SectorStore:
     def due(self, now: float) -> list[int]:
         return [int(n) for n in texts(self.r.zrangebyscore(self._k(MinerKey.DUE), "-inf", now))]
 
+    # -- the watch index (escalation, watchdog) -------------------------------------------
+    def watch_due(self, now: float, limit: int) -> list[tuple[int, float]]:
+        """In-flight sectors due a look at `now` (Redis clock), earliest first, with the
+        score seen (pass it back to `rewatch`)."""
+        got: list[Any] = self.r.zrangebyscore(self._k(MinerKey.WATCH), "-inf", now, start=0,
+                                              num=limit, withscores=True)
+        return [(int(text(n)), float(score)) for n, score in got]
+
+    def rewatch(self, number: int, seen: float, next_at: float | None) -> bool:
+        """Look at the sector next at `next_at` (None: stop watching it), unless a
+        transition moved it since it was read with score `seen`."""
+        return int(self._rewatch(keys=[self._k(MinerKey.WATCH)],
+                                 args=[str(number), repr(seen),
+                                       "" if next_at is None else repr(next_at)])) == 1
+
+    def fill_watch(self) -> int:
+        """Index in-flight sectors written before the watch index existed (due now)."""
+        members = {str(n) for n in self.inflight()} | set(
+            texts(self.r.zrange(self._k(MinerKey.DUE), 0, -1)))
+        if not members:
+            return 0
+        return int(self.r.zadd(self._k(MinerKey.WATCH), dict.fromkeys(members, 0.0), nx=True)
+                   or 0)
+
+    # -- retention -----------------------------------------------------------------------
+    def trim(self, cutoff: float, limit: int) -> int:
+        """Forget up to `limit` sectors that finished before `cutoff` (Redis clock): their
+        record, history and index entries. Returns how many."""
+        numbers = texts(self.r.zrangebyscore(self._k(MinerKey.FINISHED), "-inf", cutoff,
+                                             start=0, num=limit))
+        return sum(int(self._trim(
+            keys=[self._k(MinerKey.SECTOR, n), self._k(MinerKey.HISTORY, n),
+                  self._k(MinerKey.SECTORS), self._k(MinerKey.FINISHED),
+                  self._k(MinerKey.STATS)],
+            args=[n, repr(cutoff)])) for n in numbers)
+
+    def fill_finished(self, batch: int = 1000) -> int:
+        """Once per dataset: index sectors that finished before the finished index existed
+        (by their last update). Returns how many were added."""
+        if self.r.hget(self._k(MinerKey.STATS), FINISHED_INDEXED):
+            return 0
+        nums, added = self.numbers(), 0
+        for i in range(0, len(nums), batch):
+            part = nums[i:i + batch]
+            pipe = self.r.pipeline(transaction=False)
+            for n in part:
+                pipe.hmget(self._k(MinerKey.SECTOR, n), "state", "updated_at")
+            done = {str(n): float(at) for n, (state, at) in zip(part, pipe.execute(),
+                                                                 strict=True)
+                    if state in ("done", "failed") and at}
+            if done:
+                added += int(self.r.zadd(self._k(MinerKey.FINISHED), done, nx=True) or 0)
+        self.r.hset(self._k(MinerKey.STATS), FINISHED_INDEXED, "1")
+        return added
+
     def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in text_map(self.r.hgetall(self._k(MinerKey.STATS))).items()}
 
@@ -249,6 +316,8 @@ class SectorStore:
             "chain_step": after.chain_step or "", "error": after.error or "",
             "updated_at": repr(now), "attempts": json.dumps(dict(after.attempts)),
             "base_attempt": str(after.base_attempt),
+            "home_rounds": str(after.home_rounds) if after.home_rounds else "",
+            "home_lost_at": repr(after.home_lost_at) if after.home_lost_at is not None else "",
             "stalled": "",  # progress: the watchdog looks afresh
         }
         if params is not None:
@@ -260,7 +329,8 @@ class SectorStore:
                   self._k(MinerKey.OUTBOX), self._k(MinerKey.DUE), self._k(MinerKey.PENDING),
                   self._k(MinerKey.INFLIGHT), self._k(MinerKey.INFLIGHT_DEAL),
                   self._k(MinerKey.PUBLISHED), self._k(MinerKey.OUTBOX_CLAIMS),
-                  self.names.epoch_key(job_id(self.miner, b.number, b.phase), b.attempt)],
+                  self.names.epoch_key(job_id(self.miner, b.number, b.phase), b.attempt),
+                  self._k(MinerKey.WATCH), self._k(MinerKey.FINISHED)],
             args=[b.state.value, b.phase.value, str(b.attempt), json.dumps(fields),
                   json.dumps(history) if history else "",
                   envelope.key if envelope else "", envelope.encode() if envelope else "",
@@ -368,14 +438,15 @@ def _record(miner: str, number: int, raw: dict[str, str]) -> Record:
     sector = Sector(miner, number, State(raw["state"]), Phase(raw["phase"]), int(raw["attempt"]),
                     raw.get("home") or None, raw.get("chain_step") or None, None,
                     raw.get("error") or None, json.loads(raw.get("attempts", "{}")),
-                    int(raw.get("base_attempt", 1)))
+                    int(raw.get("base_attempt", 1)), int(raw.get("home_rounds") or 0),
+                    _float(raw.get("home_lost_at")))
     return Record(sector, SectorClass(raw["class"]), int(raw["size"]), float(raw["deadline"]),
                   float(raw["created_at"]), float(raw.get("updated_at", raw["created_at"])),
                   json.loads(raw.get("params", "{}")), int(raw.get("escalated", 0)),
                   raw.get("at_risk") == "1",
                   float(raw["slack"]) if raw.get("slack") else None,
                   _float(raw.get("dispatched_at")), _float(raw.get("dispatch_delay")) or 0.0,
-                  _float(raw.get("stalled")))
+                  _float(raw.get("stalled")), _float(raw.get("slack_at")))
 
 
 def _float(raw: str | None) -> float | None:

@@ -15,11 +15,12 @@ from broker_topology.control import (
     REPLY_TO,
     ControlReply,
     ControlRequest,
+    Registered,
     SlotStatus,
     WorkerStatus,
     control_key,
     decode,
-    registry_pattern,
+    read_index,
 )
 from broker_topology.errors import MessageError, SealpoolError
 from broker_topology.link import connect_blocking
@@ -37,17 +38,18 @@ class WorkerUnreachable(SealpoolError):
 
 
 def registry(client: redis.Redis, names: Names) -> list[WorkerStatus]:
-    """Every worker's last registry entry, by name; unreadable entries are skipped."""
-    keys = sorted(client.scan_iter(match=registry_pattern(names), count=500))
-    entries = []
-    for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
-        if raw is None:  # expired between SCAN and MGET
-            continue
-        try:
-            entries.append(decode(WorkerStatus, raw))
-        except MessageError as exc:
-            log.warning("registry entry %s unreadable (%s); skipped", key, exc)
-    return entries
+    """Every worker's last registry entry, by name, read through the registry index (no
+    keyspace scan); members whose entry is gone or unreadable are skipped."""
+    return [m.status for m in members(client, names) if m.status is not None]
+
+
+def members(client: redis.Redis, names: Names) -> list[Registered]:
+    """Every worker in the registry index with its last beat, entry or not."""
+    out = read_index(client, names)
+    for m in out:
+        if m.status is None and client.exists(names.worker_key(m.name)):
+            log.warning("registry entry of %s unreadable; skipped", m.name)
+    return out
 
 
 def summary(status: WorkerStatus, now: float) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -19,7 +18,13 @@ from broker_topology.cli_support import (
     slots_table,
     user_errors,
 )
-from broker_topology.control import STALE_BEATS, ControlOp, ControlReply, ControlRequest
+from broker_topology.control import (
+    STALE_BEATS,
+    ControlOp,
+    ControlReply,
+    ControlRequest,
+    redis_now,
+)
 from broker_topology.messages import WORKER_NAME_RE, Phase
 from broker_topology.naming import Names
 from broker_topology.redis_conn import connect_redis
@@ -37,7 +42,7 @@ def workers(as_json: bool, **opts: str | None) -> None:
     settings = load_settings(**opts)
     client = connect_redis(settings.redis_url, retries=2)
     client.ping()
-    now = time.time()
+    now = redis_now(client)  # the clock the entries are stamped with
     rows = [summary(s, now) for s in registry(client, Names(settings.namespace))]
     if as_json:
         emit_json(rows)

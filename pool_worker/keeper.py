@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from broker_topology.control import REGISTRY_TTL_S, WorkerStatus
+from broker_topology.control import REGISTRY_TTL_S, WorkerStatus, write_beat
 
 if TYPE_CHECKING:
     import redis
@@ -78,7 +78,9 @@ class Keeper:
 
     def beat(self) -> None:
         """The registry entry (kept an hour after the last beat, so a dead worker is listed
-        as stale instead of vanishing) and the instance key."""
+        as stale instead of vanishing) and its place in the registry index, both stamped
+        with the Redis clock (a host clock that is off never makes us look stale); the
+        instance key."""
         self.leases.alive(ALIVE_BEATS * self.heartbeat_interval)
-        self.r.set(self.names.worker_key(self.worker), self.status().to_bytes(),
-                   ex=max(REGISTRY_TTL_S, int(self.heartbeat_interval * 6)))
+        write_beat(self.r, self.names, self.worker, self.status(),
+                   max(REGISTRY_TTL_S, int(self.heartbeat_interval * 6)))

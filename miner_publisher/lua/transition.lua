@@ -12,6 +12,8 @@ local inflight_deal_key = KEYS[7]
 local published_key = KEYS[8]
 local claims_key = KEYS[9]
 local epoch_key = KEYS[10]
+local watch_key = KEYS[11]         -- queued/chain sectors by when the miner looks next
+local finished_key = KEYS[12]      -- done/failed sectors by when they finished
 
 local expected_state = ARGV[1]
 local expected_phase = ARGV[2]
@@ -72,4 +74,10 @@ else
   redis.call('SREM', inflight_key, number)
   redis.call('SREM', inflight_deal_key, number)
 end
+local now_s = string.format('%.3f', now_ms / 1000)
+-- A sector that moved is looked at afresh (escalation, watchdog) at once.
+if new_state == 'queued' or new_state == 'chain' then redis.call('ZADD', watch_key, now_s, number)
+else redis.call('ZREM', watch_key, number) end
+if new_state == 'done' or new_state == 'failed' then redis.call('ZADD', finished_key, now_s, number)
+else redis.call('ZREM', finished_key, number) end
 return 1
