@@ -107,6 +107,14 @@ class Pool:
                 "SEALPOOL_MINER_STATE_DIR": str(self.tmp / "miner-state"),
                 "PYTHONUNBUFFERED": "1"}
 
+    def ready(self, queue: str) -> int:
+        """Messages ready in `queue` now."""
+        conn = connect_blocking(self.settings.amqp_url, "test-depth")
+        try:
+            return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
+        finally:
+            conn.close()
+
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
 

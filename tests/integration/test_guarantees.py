@@ -38,6 +38,7 @@ QUICK = {"SEALPOOL_WORKER_HEARTBEAT_INTERVAL": "0.5", "SEALPOOL_WORKER_LEASE_TTL
 
 def declared(pool: Pool) -> Pool:
     pool.miners.add(MINER)  # teardown deletes the results queue too
+    pool.redis().hset(pool.names.miners_key, MINER, 1.0)  # as `miner-publisher run` does
     conn = connect_blocking(pool.settings.amqp_url, "test-guarantees")
     try:
         declare(conn, pool_topology(pool.settings) + miner_topology(pool.settings, MINER))
@@ -75,13 +76,6 @@ def results(pool: Pool) -> list[Result]:
     finally:
         conn.close()
 
-
-def ready(pool: Pool, queue: str) -> int:
-    conn = connect_blocking(pool.settings.amqp_url, "test-guarantees")
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        conn.close()
 
 
 def running(pool: Pool, worker: str, job: Job) -> bool:
@@ -176,7 +170,7 @@ def test_twelve_hand_backs_do_not_spend_the_delivery_limit(make_pool: MakePool) 
         pool.cli("pool-worker", "resume", "--config", str(path), "--index", "0")
     # Then it is still in the pool, never parked, and its start count did not grow
     pool.wait_for("the job running again", lambda: slot()["job"] == job.job_id, 30)
-    assert ready(pool, pool.names.poison_queue) == 0
+    assert pool.ready(pool.names.poison_queue) == 0
     starts = pool.redis().get(pool.names.starts_key(job.job_id, job.attempt))
     assert starts == "1"
     log = (pool.tmp / "hb.log").read_text()
@@ -203,9 +197,9 @@ def test_drain_waits_for_the_kill_grace_and_leaves_no_processor(make_pool: MakeP
     # the end of the kill grace, not orphaned), and the job handed back (never parked)
     assert code == 0
     pool.wait_for("no processor left", lambda: not any(alive(p) for p in pids), 5)
-    pool.wait_for("the job back in its queue", lambda: ready(
-        pool, pool.names.pool_queue(Phase.AP, Lane.CC)) == 1, 15)
-    assert ready(pool, pool.names.poison_queue) == 0
+    lane = pool.names.miner_queue(Phase.AP, Lane.CC, MINER)
+    pool.wait_for("the job back in its queue", lambda: pool.ready(lane) == 1, 15)
+    assert pool.ready(pool.names.poison_queue) == 0
     log = (pool.tmp / "dr.log").read_text()
     assert f"{job.job_id} attempt 1 handed back" in log
     assert pool.redis().get(pool.names.done_key(job.job_id, 1)) is None
@@ -238,4 +232,4 @@ def test_a_100_kb_processor_output_travels_by_reference_and_the_sector_finishes(
     assert set(ref) == {"$blob", "bytes"} and ref["bytes"] > 100_000
     stored = pool.redis().get(pool.names.blob_key(ref["$blob"]))
     assert stored is not None and json.loads(stored)["proof"] == "ab" * 50_000
-    assert ready(pool, pool.names.poison_queue) == 0
+    assert pool.ready(pool.names.poison_queue) == 0

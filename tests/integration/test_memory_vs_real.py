@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from broker_topology import Lane, Names, Phase, PoolSettings, connect_blocking, pool_topology
+from broker_topology import (
+    Lane,
+    Names,
+    Phase,
+    PoolSettings,
+    connect_blocking,
+    miner_topology,
+    pool_topology,
+)
 from broker_topology.declare import delete
 from broker_topology.errors import Unroutable
 from broker_topology.link import Link
@@ -28,7 +36,8 @@ HEADERS = ("x-delivery-count", "x-first-death-reason", "x-first-death-queue",
 
 
 def topology(settings: PoolSettings) -> Topology:
-    return pool_topology(settings) + worker_topology(settings, "w1", frozenset({Phase.PC2}))
+    return (pool_topology(settings) + worker_topology(settings, "w1", frozenset({Phase.PC2}))
+            + miner_topology(settings, "m1"))
 
 
 def summary(headers: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +138,7 @@ def test_twin_and_rabbitmq_leave_the_same_messages_in_the_same_queues(
     assert real["unroutable"] is True and real["delivery_counts"] == [0, 1, 2]
     assert [m[0] for m in real[n.worker_queue("w1", Phase.PC2)]] == [
         b"local-urgent", b"local-deal", b"local-cc", b"delayed"]
-    assert [m[0] for m in real[n.pool_queue(Phase.PC2, Lane.DEAL)]] == [b"fallback"]
+    assert [m[0] for m in real[n.miner_queue(Phase.PC2, Lane.DEAL, "m1")]] == [b"fallback"]
     [poisoned] = real[n.poison_queue]
     assert poisoned[4]["x-first-death-reason"] == "delivery_limit"
     assert twin == real

@@ -79,7 +79,8 @@ def test_malformed_jobs_are_parked_with_reason_and_work_goes_on(pool: Pool) -> N
     reasons = sorted(p["headers"][REASON] for p in parked)
     assert reasons == sorted([*BAD.values(), "schema"])
     assert {p["headers"][SOURCE] for p in parked} == {
-        pool.names.pool_queue(Phase.AP, Lane.DEAL), pool.names.pool_queue(Phase.C2, Lane.CC)}
+        pool.names.miner_queue(Phase.AP, Lane.DEAL, "t01000"),
+        pool.names.miner_queue(Phase.C2, Lane.CC, "t01000")}
     # and the worker kept running and finished the valid sectors
     rows = pool.wait_finished(["t01000"])
     assert [r["state"] for r in rows] == ["done"] * 3

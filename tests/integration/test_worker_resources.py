@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from broker_topology import Lane, Phase, connect_blocking
+from broker_topology import Lane, Phase
 
 from .conftest import MakePool, Pool
 
@@ -19,13 +19,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).parents[2] / "deploy/processors/example.py"
 
-
-def ready(pool: Pool, queue: str) -> int:
-    conn = connect_blocking(pool.settings.amqp_url, "test")
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        conn.close()
 
 
 def slots(pool: Pool, path: Path) -> list[dict[str, Any]]:
@@ -58,7 +51,7 @@ command = ["{sys.executable}", "{EXAMPLE}"]
     assert "after keep_free 1000TiB" in why
     # and over several claim passes it claims nothing: the job stays queued
     time.sleep(3)
-    assert ready(pool, pool.names.miner_queue(Phase.AP, Lane.DEAL, "t01000")) == 1
+    assert pool.ready(pool.names.miner_queue(Phase.AP, Lane.DEAL, "t01000")) == 1
     assert pool.rows("t01000")[0]["history"] == []
     listed = json.loads(pool.cli("miner-publisher", "workers", "--json").stdout)
     assert [(w["name"], w["blocked"], w["idle"]) for w in listed] == [("wd", 1, 0)]
@@ -85,7 +78,7 @@ def test_a_job_of_a_size_the_worker_does_not_take_goes_back_unclaimed(make_pool:
                             'sector_sizes = ["8MiB"]\n')
     [row] = pool.wait_finished(["t01000"])
     assert row["state"] == "done" and {h["worker"] for h in row["history"]} == {"w8m"}
-    assert ready(pool, pool.names.poison_queue) == 0
+    assert pool.ready(pool.names.poison_queue) == 0
 
 
 def test_no_size_settings_take_2kib_and_a_size_nobody_takes_is_reported(
