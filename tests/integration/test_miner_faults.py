@@ -42,13 +42,6 @@ def current_job(pool: Pool, number: int) -> bytes:
     return build_job(rec, rec.sector, time.time()).to_bytes()
 
 
-def ready(pool: Pool, queue: str) -> int:
-    conn = connect_blocking(pool.settings.amqp_url, "test-depth")
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        conn.close()
-
 
 def requeue(pool: Pool, job: str) -> tuple[int, str]:
     proc = pool.cli("miner-publisher", "dead-letters", "requeue", job, check=False)
@@ -79,7 +72,7 @@ def test_two_instances_escalate_each_sector_once(pool: Pool) -> None:
     n = 40
     pool.enqueue(M, n, "deal", "--deadline", "30m")
     urgent = pool.names.pool_queue(Phase.AP, Lane.URGENT)
-    admitted = ready(pool, urgent)  # admitted at once, on the urgent lane
+    admitted = pool.ready(urgent)  # admitted at once, on the urgent lane
     assert admitted == n
     pool.miner(M, key="a")
     pool.miner(M, key="b")
@@ -87,7 +80,7 @@ def test_two_instances_escalate_each_sector_once(pool: Pool) -> None:
                   lambda: pool.stats(M).get("escalated", 0) >= n, timeout=60)
     time.sleep(3)  # a second escalation round of both instances
     assert pool.stats(M)["escalated"] == n
-    assert ready(pool, urgent) == admitted + n  # one urgent copy per sector
+    assert pool.ready(urgent) == admitted + n  # one urgent copy per sector
 
 
 def test_parked_jobs_move_their_sector_and_bad_poison_headers_leave_run_serving(
