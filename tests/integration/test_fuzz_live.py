@@ -139,8 +139,9 @@ def outgoing(draw: st.DrawFn) -> Outgoing:
 def expected_park(pool: Pool, msg: Outgoing) -> tuple[str, str] | None:
     """(source, reason) of the dead letter `msg` must become; None for no fixed one."""
     if msg.target == "job":
-        _origin, phase, lane, _ = msg.key.split(".")
-        source = pool.names.pool_queue(Phase(phase), Lane(lane))
+        _origin, phase, lane, miner = msg.key.split(".")
+        source = (pool.names.pool_queue(Phase(phase), Lane.URGENT) if lane == Lane.URGENT
+                  else pool.names.miner_queue(Phase(phase), Lane(lane), miner))
         cls: type[_Wire] = Job
     elif msg.target == "result":
         source, cls = pool.names.results_queue(MINER), Result
