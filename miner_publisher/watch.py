@@ -150,12 +150,12 @@ class Watcher:
                 or s.phase not in LOCAL_PHASES):
             return 0.0
         check = self.home_check(rec, s.home, now)
-        if check.alive:
+        # Unknown to the registry (a storage group whose members all stopped cleanly, for
+        # one): only a needs_data round starts that clock.
+        absent = check.last_seen if check.last_seen is not None else s.home_lost_at
+        if check.alive or absent is None:
             return 0.0
-        since = s.home_lost_at if s.home_lost_at is not None else (
-            rec.dispatched_at if rec.dispatched_at is not None else rec.updated_at)
-        absent = check.last_seen if check.last_seen is not None else since
-        gone = home_gone(s.home, 0, since, now, self.cfg, check)
+        gone = home_gone(s.home, 0, absent, now, self.cfg, check)
         if gone is None:
             return absent + self.cfg.home_gone_after
         if self.store.r.exists(self.store.names.lease_key(

@@ -4,6 +4,7 @@ acting on it, from a needs_data result and from its periodic watch."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import redis
@@ -141,3 +142,13 @@ def test_the_watch_leaves_a_sector_whose_home_beats(
     m.service.escalate()
     assert m.sector()[:2] == (State.QUEUED, Phase.PC2)
 
+
+
+def test_the_watch_never_gives_up_a_home_the_registry_does_not_know_before_a_round(
+        miner: Callable[..., Miner], rds: tuple[redis.Redis, Names]) -> None:
+    client, names = rds
+    m = miner(home_gone_after=0.5, params={"unsealed_path": "/u"})
+    to_pc2(m, client, names)  # w1 never beat: a group whose members all stopped cleanly
+    time.sleep(0.7)
+    m.service.escalate()
+    assert m.sector()[:2] == (State.QUEUED, Phase.PC2)
