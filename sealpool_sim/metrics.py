@@ -76,6 +76,7 @@ class Metrics:
             "groups": [{"phases": kind_name(g.phases), "slots": g.slots,
                         "utilization_backlogged": r(g.utilization),
                         "idle_backlogged_slot_hours": r(g.idle_slot_s / 3600),
+                        "idle_backlogged_slot_seconds": r(g.idle_slot_s, 1),
                         "backlogged_hours": r(g.backlogged_s / 3600),
                         "busy_slot_hours": r(g.total_busy_s / 3600)} for g in self.groups],
             "miners": [{"miner": m.miner, "weight_share": r(m.weight_share),

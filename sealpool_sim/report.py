@@ -33,8 +33,8 @@ def table(runs: Sequence[tuple[str, Metrics]], title: str) -> Table:
         name = f"{kind_name(g.phases)} ×{g.slots}"
         rows.append((f"{name}: utilization while backlogged",
                      [_pct(m.groups[i].utilization) for _, m in runs]))
-        rows.append((f"{name}: idle slot-h while backlogged",
-                     [f"{m.groups[i].idle_slot_s / 3600:.2f}" for _, m in runs]))
+        rows.append((f"{name}: idle slot time while backlogged",
+                     [_dur(m.groups[i].idle_slot_s) for _, m in runs]))
     rows += [
         ("sectors done / failed", [f"{m.done} / {m.failed}" for _, m in runs]),
         ("turnaround p50", [_dur(m.turnaround_p50) for _, m in runs]),
