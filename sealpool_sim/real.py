@@ -178,7 +178,8 @@ def run_real(s: Scenario, console: Console, *, timeout: float = 300.0, quiet: bo
             fleet.start(f"miner-{m.id}", [str(BIN / "miner-publisher"), "run", "--miner", m.id],
                         {**env, "SEALPOOL_MINER_WEIGHT": repr(m.pool_weight)})
         _wait("the miners to join", fleet, lambda: {
-            k.decode() for k in client.hkeys(fleet.names.miners_key)} >= {
+            k.decode() if isinstance(k, bytes) else k
+            for k in client.hkeys(fleet.names.miners_key)} >= {
             m.id for m in s.miners}, 60)
         _enqueue(s, fleet)
         _wait_done(s, fleet, client, timeout, console, quiet)
