@@ -102,8 +102,9 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, ready_timeout: float = 30.0) -> None:
         self.storage.prepare()
-        self.keeper.start()
+        self.keeper.alive()  # before the first claim: our leases must not look orphaned
         self.transport.start(wait_s=ready_timeout)
+        self.keeper.start()  # the registry lists us once we are connected
         self.runner.start()
         log.info("worker %s (instance %s) up: %d slot(s), phases %s", self.cfg.name,
                  self.instance, len(self.slots),
