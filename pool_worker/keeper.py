@@ -45,8 +45,12 @@ class Keeper:
         self._thread = threading.Thread(target=self._run, name="keeper", daemon=True)
 
     def start(self) -> None:
-        self.beat()  # alive before the first claim: our leases must not look orphaned
+        self.beat()
         self._thread.start()
+
+    def alive(self) -> None:
+        """Refresh the instance key: a lease held by an instance without one is taken over."""
+        self.leases.alive(ALIVE_BEATS * self.heartbeat_interval)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -81,6 +85,6 @@ class Keeper:
         as stale instead of vanishing) and its place in the registry index, both stamped
         with the Redis clock (a host clock that is off never makes us look stale); the
         instance key."""
-        self.leases.alive(ALIVE_BEATS * self.heartbeat_interval)
+        self.alive()
         write_beat(self.r, self.names, self.worker, self.status(),
                    max(REGISTRY_TTL_S, int(self.heartbeat_interval * 6)))
