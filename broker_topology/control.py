@@ -71,7 +71,7 @@ def registry_key(names: Names, worker: str) -> str:
 
 
 def registry_pattern(names: Names) -> str:
-    return names.redis_key("worker", "*")
+    return names.registry_pattern
 
 
 class _Part(BaseModel):

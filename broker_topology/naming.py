@@ -136,6 +136,20 @@ class Names:
         return self.redis_key("deadletters")
 
     @property
+    def shares_key(self) -> str:
+        """Hash: miner -> {"weight", "backlog", "at"}: admission's water-filling input."""
+        return self.redis_key("shares")
+
+    def pledge_lock_key(self, miner: str) -> str:
+        """One instance of a miner pledges at a time (SET NX EX)."""
+        return self.redis_key("pledge-lock", miner)
+
+    @property
+    def registry_pattern(self) -> str:
+        """Every worker's registry entry (for a SCAN, where the index is not enough)."""
+        return self.redis_key("worker", "*")
+
+    @property
     def miners_key(self) -> str:
         """Hash: miner -> weight, for every miner publishing into the pool."""
         return self.redis_key("miners")

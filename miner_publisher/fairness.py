@@ -79,7 +79,7 @@ class Fairness:
         self.weight = weight
         #: Sectors in flight per pool slot: one running, the rest waiting ready to start.
         self.depth = depth
-        self.key = names.redis_key("shares")
+        self.key = names.shares_key
         self._slots: tuple[float, int] = (0.0, 0)
         #: The last target computed (sectors in flight).
         self.current = 1

@@ -54,7 +54,7 @@ def pledge(store: SectorStore, cfg: MinerSettings, size: int) -> int:
     """Create the CC sectors the pool level asks for (one instance at a time)."""
     if cfg.pledge_target <= 0:
         return 0
-    lock = store.names.redis_key("pledge-lock", store.miner)
+    lock = store.names.pledge_lock_key(store.miner)
     if not store.r.set(lock, "1", nx=True, ex=5):
         return 0
     try:
