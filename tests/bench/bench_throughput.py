@@ -6,9 +6,9 @@
 
 sealpool: one `miner-publisher run` and 2 `pool-worker run` × 4 slots with 0-s simulated
 phases (`--simulate 0 --simulate-builtin`), chain waits 0, in a fresh namespace on the real
-RabbitMQ and Redis (deleted afterwards, also on failure). A round creates N sectors
-(6 phase jobs each) and admits them as `miner-publisher enqueue` does, in this process;
-the time runs from the creation to the last sector's done (the miner's clock, this host).
+RabbitMQ and Redis (deleted afterwards, also on failure). A round enqueues N CC sectors of
+2KiB (6 phase jobs each) with `miner-publisher enqueue`; the time runs from their creation
+(after the CLI's start-up) to the last sector's done (the miner's clock, this host).
 
 Celery (the `bench` extra): a prefork worker with concurrency 2, late acks, prefetch
 multiplier 1, `confirm_publish`, one quorum queue (celery_chain.py), in a vhost of its own
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -46,14 +47,8 @@ import redis
 
 from broker_topology import Names, PoolSettings, connect_blocking, miner_topology, pool_topology
 from broker_topology.declare import delete
-from broker_topology.link import Link
-from broker_topology.messages import PIPELINE, SectorClass
+from broker_topology.messages import PIPELINE
 from broker_topology.topology import worker_topology
-from miner_publisher.admission import admit
-from miner_publisher.config import MinerSettings
-from miner_publisher.deadlines import Durations, urgent_check
-from miner_publisher.fairness import Fairness
-from miner_publisher.publisher import Publisher
 from miner_publisher.store import SectorStore
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +57,6 @@ AMQP_URL = os.environ.get("SEALPOOL_AMQP_URL", "amqp://guest:guest@127.0.0.1:567
 REDIS_URL = os.environ.get("SEALPOOL_REDIS_URL", "redis://127.0.0.1:6379/0")
 MINER = "t01000"
 JOBS_PER_SECTOR = len(PIPELINE)
-SIZE_2KIB = 2048
 
 
 @dataclass
@@ -158,8 +152,6 @@ class Sealpool:
         self.slots = slots
         self.r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
         self.store = SectorStore(self.r, self.names, MINER)
-        self.cfg = MinerSettings()
-        self.link: Link | None = None
         self.env = {**os.environ, "SEALPOOL_AMQP_URL": AMQP_URL, "SEALPOOL_REDIS_URL": REDIS_URL,
                     "SEALPOOL_NAMESPACE": self.namespace,
                     # This Redis persists nothing: a throwaway pool, host state kept here.
@@ -177,9 +169,6 @@ class Sealpool:
                                     "--phases", ",".join(p.value for p in PIPELINE),
                                     "--simulate", "0", "--simulate-builtin",
                                     "--data-dir", str(self.tmp / "data" / name)], self.env)
-        topology = pool_topology(self.settings) + miner_topology(self.settings, MINER)
-        self.link = Link(AMQP_URL, name="bench/enqueue",
-                         on_connect=lambda s: s.declare(topology)).start(wait_s=15)
         wait_for("sealpool workers registered", lambda: all(
             self.r.exists(self.names.redis_key("worker", w)) for w in self.workers), 60)
 
@@ -188,32 +177,25 @@ class Sealpool:
                 "workers": lambda: sum(self.procs.cpu_s(w) for w in self.workers)}
 
     def round(self, sectors: int) -> float:
-        """Enqueue `sectors` CC sectors; seconds until the last is done."""
-        assert self.link is not None
-        start = time.time()
-        records = self.store.create(sectors, SectorClass.CC, SIZE_2KIB,
-                                    start + self.cfg.default_deadline[SectorClass.CC], {},
-                                    start)
-        admit(self.store, Fairness(self.r, self.names, MINER, self.cfg.weight,
-                                   self.cfg.pool_depth),
-              Publisher(self.names, self.store, self.settings.delay_buckets), self.link,
-              urgent_check(self.cfg, Durations(self.r, self.names).table()))
+        """Enqueue `sectors` CC sectors (`miner-publisher enqueue`); seconds from their
+        creation (after the CLI's start-up) until the last is done."""
+        out = subprocess.run([str(BIN / "miner-publisher"), "enqueue", "--miner", MINER,
+                              "--count", str(sectors), "--cc", "--size", "2KiB", "--json"],
+                             env=self.env, capture_output=True, text=True, check=True)
+        numbers = set(json.loads(out.stdout)["sectors"])
 
         def idle() -> bool:
             pending, inflight, _ = self.store.counts()
             return pending == 0 and inflight == 0
 
         wait_for("sealpool sectors done", idle, 600, every=0.05)
-        numbers = {r.sector.number for r in records}
         done = [r for r in self.store.all() if r.sector.number in numbers]
         failed = [r.sector.number for r in done if r.sector.state.value != "done"]
-        if failed:
+        if failed or len(done) != len(numbers):
             raise RuntimeError(f"sealpool sectors not done: {failed[:10]}")
-        return max(r.updated_at for r in done) - start
+        return max(r.updated_at for r in done) - min(r.created_at for r in done)
 
     def cleanup(self) -> None:
-        if self.link is not None:
-            self.link.stop()
         topo = pool_topology(self.settings) + miner_topology(self.settings, MINER)
         for name in self.workers:
             topo += worker_topology(self.settings, name, frozenset(PIPELINE))
