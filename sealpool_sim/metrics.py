@@ -6,8 +6,8 @@
   admission counts as waiting work. A follow-up waits only for slots where its files are.
 - Utilization while backlogged is busy slot time / slot time over those periods (the
   issue's measure). Idle-while-backlog is the slot time left unused then.
-- Shares under contention: each miner's busy slot time while every miner had work
-  waiting, against its weight."""
+- Shares under contention: each miner's busy slot time while every miner had sectors
+  waiting to start, against its weight."""
 
 from __future__ import annotations
 
@@ -144,11 +144,13 @@ def group_use(trace: Trace, kind: SlotKind) -> GroupUse:
 
 
 def contention(trace: Trace) -> list[tuple[float, float]]:
-    """Stretches of time when every miner had a job waiting."""
+    """Stretches of time when every miner had a sector waiting to start (its ap not begun:
+    held back by admission, or queued): each wanted more of the pool than it had. (A miner
+    whose last sectors are in flight still has jobs waiting, but no longer asks for more.)"""
     miners = sorted(trace.weights)
     points: list[tuple[float, str, int]] = []
     for run in trace.runs:
-        if run.started_at > run.ready_at:
+        if run.phase is Phase.AP and run.started_at > run.ready_at:
             points += [(run.ready_at, run.miner, 1), (run.started_at, run.miner, -1)]
     points.sort(key=lambda p: p[0])
     waiting = dict.fromkeys(miners, 0)
