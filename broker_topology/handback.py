@@ -10,15 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .headers import header_int
-from .naming import Names, delay_headers
+from .naming import RETURNS, Names, delay_headers
 
 if TYPE_CHECKING:
     from .transport import Delivery, Session
 
-#: How many times workers sent a job round again because they could not run it (a size
-#: they do not take, or that does not fit now): after a few, someone asks whether any
-#: worker takes it at all.
-RETURNS = "x-sealpool-returns"
 
 
 def returns(delivery: Delivery) -> int:

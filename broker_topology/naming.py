@@ -196,6 +196,16 @@ def lease_holder(value: str) -> str:
     return value.split("/", 1)[0]
 
 
+# -- headers sealpool sets on messages ----------------------------------------------------
+#: A parked message's reason (a poison.Reason), detail (one line), source queue, who
+#: parked it and when (unix seconds).
+REASON = "x-sealpool-reason"
+DETAIL = "x-sealpool-detail"
+SOURCE = "x-sealpool-source"
+BY = "x-sealpool-by"
+AT = "x-sealpool-at"
+#: How many times workers sent a job round again because they could not run it.
+RETURNS = "x-sealpool-returns"
 #: Header the `delay` (headers) exchange routes on.
 DELAY_HEADER = "delay"
 

@@ -10,7 +10,7 @@ import time
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from .naming import Names
+from .naming import AT, BY, DETAIL, REASON, SOURCE, Names
 
 if TYPE_CHECKING:
     from .transport import Delivery, Session
@@ -37,11 +37,7 @@ class Reason(StrEnum):
     UNKNOWN = "unknown"
 
 
-REASON = "x-sealpool-reason"
-DETAIL = "x-sealpool-detail"
-SOURCE = "x-sealpool-source"
-BY = "x-sealpool-by"
-AT = "x-sealpool-at"
+__all__ = ["AT", "BY", "DETAIL", "REASON", "SOURCE", "Reason", "park"]
 
 
 def park(session: Session, names: Names, delivery: Delivery, body: bytes, *, reason: str | Reason,
