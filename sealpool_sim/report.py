@@ -22,6 +22,10 @@ def _dur(x: float | None) -> str:
     return "-" if x is None else format_duration(x)
 
 
+def _slot_time(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} slot-h" if seconds >= 360 else f"{seconds:.0f} slot-s"
+
+
 def table(runs: Sequence[tuple[str, Metrics]], title: str) -> Table:
     t = Table(title=title)
     t.add_column("measure", no_wrap=True)
@@ -34,7 +38,7 @@ def table(runs: Sequence[tuple[str, Metrics]], title: str) -> Table:
         rows.append((f"{name}: utilization while backlogged",
                      [_pct(m.groups[i].utilization) for _, m in runs]))
         rows.append((f"{name}: idle slot time while backlogged",
-                     [_dur(m.groups[i].idle_slot_s) for _, m in runs]))
+                     [_slot_time(m.groups[i].idle_slot_s) for _, m in runs]))
     rows += [
         ("sectors done / failed", [f"{m.done} / {m.failed}" for _, m in runs]),
         ("turnaround p50", [_dur(m.turnaround_p50) for _, m in runs]),
