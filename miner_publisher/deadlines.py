@@ -9,13 +9,13 @@ cannot make its deadline: it is reported (status, log, counter), not silently se
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
+from broker_topology.durations import decode_mean, duration_field, encode_mean
 from broker_topology.messages import PIPELINE, Phase
 from broker_topology.naming import Names
 from broker_topology.units import GiB
@@ -58,28 +58,19 @@ class Durations:
         is not one (written before this guard) is replaced instead of averaged."""
         if not math.isfinite(seconds) or seconds < 0:
             return
-        field = f"{phase.value}:{size}"
-        mean = _mean(opt_text(self.r.hget(self.key, field)))
+        field = duration_field(phase, size)
+        mean = decode_mean(opt_text(self.r.hget(self.key, field)))
         mean = seconds if mean is None else (1 - _ALPHA) * mean + _ALPHA * seconds
-        self.r.hset(self.key, field, json.dumps({"mean": mean}))
+        self.r.hset(self.key, field, encode_mean(mean))
 
     def table(self) -> dict[tuple[Phase, int], float]:
         out = {}
         for field, raw in text_map(self.r.hgetall(self.key)).items():
             phase, _, size = field.partition(":")
-            mean = _mean(raw)
+            mean = decode_mean(raw)
             if mean is not None and phase in _PHASES and size.isdigit():
                 out[(Phase(phase), int(size))] = mean
         return out
-
-
-def _mean(raw: str | None) -> float | None:
-    """A stored mean, or None when absent or not a finite non-negative number."""
-    try:
-        mean = float(json.loads(raw)["mean"]) if raw else None
-    except (ValueError, TypeError, KeyError):
-        return None
-    return mean if mean is not None and math.isfinite(mean) and mean >= 0 else None
 
 
 def clamp_duration(started_at: float, finished_at: float, window: float) -> float | None:

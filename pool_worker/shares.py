@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from broker_topology.durations import decode_mean, duration_field
 from broker_topology.messages import Job, Phase
 from broker_topology.units import GiB
 
@@ -70,7 +71,8 @@ class Shares:
         self.weights = {_text(m): max(_float(w, 1.0), 1e-6) for m, w in miners.items()
                         if _text(m) != CLOCK}
         self.vtimes = {_text(m): _float(v, 0.0) for m, v in vtimes.items()}
-        self.durations = {_text(k): _float(v, DEFAULT_EXPECTED_S) for k, v in durations.items()}
+        self.durations = {_text(k): mean for k, v in durations.items()
+                          if (mean := decode_mean(v)) is not None}
 
     @property
     def miners(self) -> list[str]:
@@ -79,7 +81,7 @@ class Shares:
     def expected(self, phase: Phase, size: int) -> float:
         """The observed mean duration of the phase at this size, else a guess scaled from
         the default (small sectors are quick)."""
-        known = self.durations.get(f"{phase.value}:{size}")
+        known = self.durations.get(duration_field(phase, size))
         if known is not None:
             return known
         return DEFAULT_EXPECTED_S * min(1.0, size / (32 * GiB)) + 1.0

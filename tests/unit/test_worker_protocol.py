@@ -332,3 +332,14 @@ def test_free_slots_take_the_miner_behind_on_slot_time_and_its_deals_first(
         mine = [j for j in gate.seen if j.miner == miner]
         deals = [i for i, j in enumerate(mine) if j.sector_class is SectorClass.DEAL]
         assert deals == list(range(len(deals)))  # its deals before any of its CC
+
+
+def test_workers_charge_the_durations_miners_observe(rds: tuple[redis.Redis, Names]) -> None:
+    from miner_publisher.deadlines import Durations
+    from pool_worker.shares import Shares
+
+    client, names = rds
+    Durations(client, names).observe(Phase.PC1, 2048, 42.0)
+    shares = Shares(client, names)
+    shares.refresh()
+    assert shares.expected(Phase.PC1, 2048) == 42.0
