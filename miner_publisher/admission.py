@@ -42,8 +42,8 @@ def admit(store: SectorStore, fairness: Fairness, publisher: Publisher, link: Tr
     now = store.redis_now()  # deadlines and dispatch times are on the Redis clock
     quota_full = {SectorClass.DEAL: deal_inflight >= target, SectorClass.CC: inflight >= target}
     # Pending sectors come best first (deal, then earliest deadline); scan a bounded window.
-    for number in store.pending(min(pending, SCAN_LIMIT) if is_urgent else target):
-        rec = store.get(number)
+    window = store.pending(min(pending, SCAN_LIMIT) if is_urgent else target)
+    for number, rec in zip(window, store.get_many(window), strict=True):
         if rec is None or rec.sector.state is not State.PENDING:
             continue
         urgent = is_urgent is not None and is_urgent(rec)

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TICK_S = 0.5
 ESCALATE_EVERY_S = 2.0
+#: A finished sector is replaced once the results at hand are applied, or after this long.
+REFILL_S = 0.05
 #: Finished sectors forgotten per round of periodic work at most (retention).
 RETAIN_BATCH = 200
 
@@ -81,6 +83,8 @@ class MinerService:
         #: (queue kind, delivery, body) handed over by the I/O thread.
         self.inbox: queue.SimpleQueue[tuple[str, Delivery, bytes]] = queue.SimpleQueue()
         self.stopping = threading.Event()
+        #: When to admit in place of finished sectors (monotonic; inf: nothing finished).
+        self._refill_due = float("inf")
         self.rng = random.Random()
         self.watcher = Watcher(self.store, cfg, lambda env: self.publisher.publish(self.link, env),
                                lambda rec, t, now, history: self._commit(rec, t, now,
@@ -117,6 +121,9 @@ class MinerService:
                     handler = self.handle_poison if kind == "poison" else self.handle
                     # Left unacked if it fails here: the broker redelivers it later.
                     self._guarded(f"{kind} message", functools.partial(handler, delivery, body))
+                if time.monotonic() >= self._refill_due or (
+                        self._refill_due < float("inf") and self.inbox.empty()):
+                    self._guarded("refill", self.refill)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_S
                     self._guarded("tick", self.tick)
@@ -143,6 +150,12 @@ class MinerService:
         self.advance_due()
         self.sweep_outbox()
         admit(self.store, self.fairness, self.publisher, self.link, self._urgent())
+
+    def refill(self) -> None:
+        """Admit sectors in place of those that finished: once per burst of results (the
+        tick's admission also looks for deadline-urgent ones)."""
+        self._refill_due = float("inf")
+        admit(self.store, self.fairness, self.publisher, self.link)
 
     def periodic(self) -> None:
         self.escalate()
@@ -274,9 +287,8 @@ class MinerService:
                          result.outcome, t.sector.state, t.sector.phase)
                 if result.outcome is Outcome.OK:
                     self._observe(rec, result)
-                if t.sector.state in (State.DONE, State.FAILED):  # refill the pool now
-                    admit(self.store, self.fairness, self.publisher, self.link,
-                          self._urgent())
+                if t.sector.state in (State.DONE, State.FAILED):  # refill the pool soon
+                    self._refill_due = min(self._refill_due, time.monotonic() + REFILL_S)
                 return True
 
     def _home(self, rec: Record, now: float) -> HomeCheck | None:

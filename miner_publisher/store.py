@@ -185,6 +185,14 @@ class SectorStore:
         raw = text_map(self.r.hgetall(self._k(MinerKey.SECTOR, number)))
         return _record(self.miner, number, raw) if raw else None
 
+    def get_many(self, numbers: list[int]) -> list[Record | None]:
+        """`get` of each number, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for n in numbers:
+            pipe.hgetall(self._k(MinerKey.SECTOR, n))
+        return [_record(self.miner, n, text_map(raw)) if raw else None
+                for n, raw in zip(numbers, pipe.execute(), strict=True)]
+
     def all(self) -> list[Record]:
         nums = self.numbers()
         pipe = self.r.pipeline(transaction=False)

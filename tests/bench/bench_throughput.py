@@ -279,42 +279,52 @@ def _rabbitmqctl(*args: str) -> None:
 
 # -- profile -----------------------------------------------------------------------------------
 def profile_round(pool: Sealpool, sectors: int, out: Path, rate: int = 250) -> None:
-    """One more sealpool round with py-spy sampling the miner: CPU ms per result, by
-    function (inclusive), for the miner's busiest frames."""
+    """One more sealpool round with py-spy sampling the miner and one worker (threads that
+    are not idle): ms per job, by thread and by function (inclusive)."""
     py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
-    raw = out / "miner.pyspy.txt"
-    spy = subprocess.Popen([py_spy, "record", "-p", str(pool.procs.procs["miner"].pid),
-                            "-r", str(rate), "-f", "raw", "-o", str(raw)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    targets = {"miner": "miner", pool.workers[0]: "worker"}
+    spies = {key: (out / f"{key}.pyspy.txt", subprocess.Popen(
+        [py_spy, "record", "-p", str(pool.procs.procs[key].pid), "-r", str(rate), "--threads",
+         "-f", "raw", "-o", str(out / f"{key}.pyspy.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for key in targets}
     time.sleep(1.0)  # attached
     try:
         pool.round(sectors)
     finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-    results = sectors * JOBS_PER_SECTOR
-    inclusive: Counter[str] = Counter()
-    leaf: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        frames = [f.split(" (")[0] + " " + _short(f) for f in stack.split(";")]
-        total += n
-        leaf[frames[-1]] += n
-        for f in set(frames):
-            inclusive[f] += n
-    per = 1000 / rate / results
-    print(f"\nminer under py-spy ({rate} Hz, {results} results, not idle): "
-          f"{total * per:.2f} ms per result in all")
-    print("  inclusive ms/result, busiest frames:")
-    for f, n in inclusive.most_common(28):
-        print(f"    {n * per:7.3f}  {f}")
-    print("  self ms/result:")
-    for f, n in leaf.most_common(12):
-        print(f"    {n * per:7.3f}  {f}")
+        for _, spy in spies.values():
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+    per = 1000 / rate / (sectors * JOBS_PER_SECTOR)
+    for key, (raw, _) in spies.items():
+        threads: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            thread, *frames = stack.split(";")
+            names = [f.split(" (")[0] + " " + _short(f) for f in frames]
+            threads[_thread_name(thread, names)] += n
+            for f in set(names):
+                inclusive[f] += n
+        print(f"\n{targets[key]} {key} under py-spy ({rate} Hz, not idle), ms per job:")
+        print("  by thread: " + ", ".join(f"{t} {n * per:.2f}" for t, n in
+                                          threads.most_common(8)))
+        for f, n in inclusive.most_common(30):
+            if n * per >= 0.05:
+                print(f"    {n * per:7.3f}  {f}")
+
+
+def _thread_name(thread: str, frames: list[str]) -> str:
+    """The Python thread of a py-spy --threads stack, by its entry point."""
+    for f in frames:
+        for mark, name in (("MinerService.run", "service"), ("Link._run", "amqp-io"),
+                           ("Runner._slot_loop", "slot"), ("Keeper", "keeper"),
+                           ("ControlServer", "control")):
+            if mark in f:
+                return name
+    return thread.split(" ")[0].strip('"') or "other"
 
 
 def _short(frame: str) -> str:
