@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from .declare import declare
@@ -51,6 +52,8 @@ EXIT_IO_THREAD = 70
 #: Errors after which the connection is rebuilt (anything else is the caller's problem).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPConnectionError,
+    # a handshake that never completes (stack timeout) is raised outside that tree
+    AMQPConnectorException,
     pika.exceptions.ConnectionClosed,
     pika.exceptions.StreamLostError,
     ConnectionError,
@@ -426,7 +429,7 @@ def connect_blocking(url: str, name: str, attempts: int = 3) -> BlockingConnecti
     params.connection_attempts = attempts
     params.retry_delay = 0.5
     params.socket_timeout = 5
-    params.stack_timeout = CONNECT_TIMEOUT_S
+    params.stack_timeout = 5  # a CLI call: three 5-s tries, then one line, never a hang
     try:
         return BlockingConnection(params)
     except CONNECTION_ERRORS as exc:

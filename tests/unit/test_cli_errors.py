@@ -89,3 +89,39 @@ def test_pc1_memory_pool_size_is_checked_at_start() -> None:
                      SEALPOOL_WORKER_PC1_POOL_SIZE="lots", **env)
     assert unreadable.returncode == 2
     assert "SEALPOOL_WORKER_PC1_POOL_SIZE: cannot read 'lots'" in unreadable.stderr
+
+
+def test_a_broker_that_accepts_tcp_but_never_answers_is_one_line_naming_the_cause() -> None:
+    """What a RabbitMQ out of file descriptors does: the TCP connection is accepted, the
+    AMQP handshake never answered. The client gives up with the likely cause, not a hang."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # never a byte back
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        url = f"amqp://guest:guest@127.0.0.1:{server.getsockname()[1]}/%2F"
+        proc = run("broker-topology", "declare", SEALPOOL_AMQP_URL=url)
+    finally:
+        stop.set()
+        t.join()
+        for conn in held:
+            conn.close()
+        server.close()
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "out of file descriptors" in line, line
