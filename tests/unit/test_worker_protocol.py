@@ -56,6 +56,13 @@ class Gate:
         return self.outputs
 
 
+def ap_job(sector: int, miner: str = MINER, klass: SectorClass = SectorClass.CC,
+           **params: Any) -> Job:
+    return Job(job_id=job_id(miner, sector, Phase.AP), miner=miner, sector=sector,
+               phase=Phase.AP, attempt=1, sector_class=klass, size=2048,
+               deadline=time.time() + 3600, issued_at=time.time(), params=params)
+
+
 def until(what: str, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     limit = time.monotonic() + timeout
     while time.monotonic() < limit:
@@ -90,10 +97,8 @@ class Rig:
         self.workers.append(w)
         return w
 
-    def job(self, sector: int = 1, attempt: int = 1, **params: Any) -> Job:
-        return Job(job_id=job_id(MINER, sector, Phase.AP), miner=MINER, sector=sector,
-                   phase=Phase.AP, attempt=attempt, sector_class=SectorClass.CC, size=2048,
-                   deadline=time.time() + 3600, issued_at=time.time(), params=params)
+    def job(self, sector: int = 1, **params: Any) -> Job:
+        return ap_job(sector, **params)
 
     def publish(self, body: bytes | Job) -> None:
         raw = body.to_bytes() if isinstance(body, Job) else body
@@ -168,9 +173,7 @@ def test_a_copy_held_by_another_live_process_of_the_same_name_is_deferred(rig: R
 def test_leases_are_taken_over_only_from_a_gone_instance_and_fence_the_old_holder(
         rds: tuple[redis.Redis, Names]) -> None:
     client, names = rds
-    job = Job(job_id=job_id(MINER, 4, Phase.AP), miner=MINER, sector=4, phase=Phase.AP,
-              attempt=1, sector_class=SectorClass.CC, size=2048, deadline=time.time() + 60,
-              issued_at=time.time())
+    job = ap_job(4)
     old, new = (Leases(client, names, "w", i, ttl_s=30) for i in ("i-old", "i-new"))
     old.alive(30)
     new.alive(30)
@@ -190,9 +193,7 @@ def test_leases_are_taken_over_only_from_a_gone_instance_and_fence_the_old_holde
 def test_an_expired_lease_is_taken_back_by_renew_only_if_nobody_was_granted_since(
         rds: tuple[redis.Redis, Names]) -> None:
     client, names = rds
-    job = Job(job_id=job_id(MINER, 5, Phase.AP), miner=MINER, sector=5, phase=Phase.AP,
-              attempt=1, sector_class=SectorClass.CC, size=2048, deadline=time.time() + 60,
-              issued_at=time.time())
+    job = ap_job(5)
     leases = Leases(client, names, "w", "i1", ttl_s=30)
     grant = leases.acquire(job, 0)
     assert isinstance(grant, Grant)
@@ -297,9 +298,7 @@ def test_the_charge_script_and_the_policy_compute_the_same_tags(
     shares.refresh()
     model: dict[str, float] = {}
     for miner, sector in [(MINER, 1), ("t01001", 2), (MINER, 3), ("t01001", 4), (MINER, 5)]:
-        job = Job(job_id=job_id(miner, sector, Phase.AP), miner=miner, sector=sector,
-                  phase=Phase.AP, attempt=1, sector_class=SectorClass.CC, size=2048,
-                  deadline=time.time() + 60, issued_at=time.time())
+        job = ap_job(sector, miner)
         charge = shares.charge(job)
         assert charge is not None
         charged(model, miner, charge.seconds, charge.weight)
@@ -317,9 +316,7 @@ def test_free_slots_take_the_miner_behind_on_slot_time_and_its_deals_first(
     for sector in range(1, 13):
         for miner in (MINER, other):
             klass = SectorClass.DEAL if sector > 9 else SectorClass.CC
-            job = Job(job_id=job_id(miner, sector, Phase.AP), miner=miner, sector=sector,
-                      phase=Phase.AP, attempt=1, sector_class=klass, size=2048,
-                      deadline=time.time() + 3600, issued_at=time.time())
+            job = ap_job(sector, miner, klass)
             rig.broker.publish(rig.names.jobs, routing_key(POOL_ORIGIN, Phase.AP,
                                                            Lane(klass.value), miner),
                                job.to_bytes(), mandatory=True)
