@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .slots import Slot
 
 log = logging.getLogger(__name__)
+#: Fair-share state (miners, virtual times, durations) is re-read at most this often.
+SHARES_REFRESH_S = 0.1
 #: Returns of one job (sent round again by workers that cannot run it) after which the
 #: registry is asked whether any live worker takes it at all.
 UNSERVED_AFTER = 3
@@ -68,6 +70,11 @@ class Consumer:
         #: every candidate queue empty (then a doorbell's queue is tried directly).
         self._rung: set[str] = set()
         self._all_empty = False
+        #: Ready counts as last read or claimed down; a queue that was empty and has not
+        #: been rung since is not probed again until the next full probe (every idle_poll).
+        self._counts: dict[str, int] = {}
+        self._next_full = 0.0
+        self._next_refresh = 0.0
 
     def request_claim(self) -> None:
         """Run a claim pass at the next tick (a slot freed up, a slot was resumed)."""
@@ -97,7 +104,9 @@ class Consumer:
         rung, self._rung = self._rung, set()
         polling = time.monotonic() >= self._next_poll
         self._next_poll = time.monotonic() + self.cfg.idle_poll * self._rng.uniform(0.8, 1.2)
-        self.shares.refresh()
+        if polling or time.monotonic() >= self._next_refresh:
+            self._next_refresh = time.monotonic() + SHARES_REFRESH_S
+            self.shares.refresh()
         for slot in idle:
             slot.queues = candidate_queues(self.names, self.cfg.locality, slot.phases,
                                            self.shares.miners)
@@ -108,10 +117,28 @@ class Consumer:
             # instead of probing every queue (every idle worker hears the same doorbell).
             self._claim_rung(session, idle, rung)
             return
-        counts = {q: session.ready_count(q) for q in {q for s in idle for q in s.candidates}}
+        counts = self._probe(session, {q for s in idle for q in s.candidates}, rung, polling)
         self._all_empty = not any(counts.values())
         for slot in idle:
             self._claim_best(session, slot, counts)
+
+    def _probe(self, session: Session, queues: set[str], rung: set[str],
+               polling: bool) -> dict[str, int]:
+        """Ready counts of `queues` (a passive declare each, ~0.1 ms of broker CPU and one
+        round trip on this thread). Between full probes only the queues that may hold
+        work are read: rung since the last pass, not empty when last read, or never read.
+        Work that arrives without a doorbell (a retry out of a delay queue, a lost
+        doorbell) is seen at the next full probe, within idle_poll."""
+        now = time.monotonic()
+        full = polling or now >= self._next_full
+        if full:
+            self._next_full = now + self.cfg.idle_poll
+            self._counts = {}
+        known = self._counts
+        counts = {q: session.ready_count(q) if full or q in rung or known.get(q, 1) > 0
+                  else 0 for q in queues}
+        known.update(counts)
+        return known
 
     def _claim_best(self, session: Session, slot: Slot, counts: dict[str, int]) -> None:
         """Ask the slot's queues in policy order until one gives it a job."""
