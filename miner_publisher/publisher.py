@@ -70,11 +70,13 @@ class Publisher:
         self.store = store
         self.delay_buckets = delay_buckets
 
-    def publish(self, link: Transport, env: Envelope) -> bool:
+    def publish(self, link: Transport, env: Envelope, *, fresh: bool = False) -> bool:
         """Claim the outbox entry, publish (confirmed, retried across reconnects), then
         clear it. False when the entry is gone or another instance is publishing it: that
-        one does, so the sweep never sends a second copy of an entry in flight."""
-        if self.store.claim(env) != 1:
+        one does, so the sweep never sends a second copy of an entry in flight. `fresh`:
+        the caller's transition wrote the entry just now, claimed by us for the outbox
+        grace, so the claim is only renewed if the broker takes a third of that."""
+        if not fresh and self.store.claim(env) != 1:
             log.debug("%s attempt %d: outbox entry taken or gone; not publishing",
                       env.job.job_id, env.job.attempt)
             return False
@@ -92,15 +94,15 @@ class Publisher:
                                 confirm=False)
 
         pending = link.call(send, durable=True)
-        renew_s = self.store.claim_ms / 3000
+        renew_s = (self.store.grace_ms if fresh else self.store.claim_ms) / 3000
         while True:
             try:
                 pending.result(timeout=renew_s)
                 break
             except FutureTimeout:  # a reconnect, a blocked broker: keep the entry ours
                 self.store.claim(env)
-        self.store.outbox_done(env)
-        self.store.count("jobs_published")
+                renew_s = self.store.claim_ms / 3000
+        self.store.outbox_done(env, count="jobs_published")
         log.debug("published %s attempt %d to %s %s", env.job.job_id, env.job.attempt,
                   exchange, key)
         return True

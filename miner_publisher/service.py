@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from broker_topology.errors import MessageError
+from broker_topology.errors import DeliveryLost, MessageError
 from broker_topology.link import Link, settle
 from broker_topology.messages import ErrorClass, Outcome, Phase, Result
 from broker_topology.naming import Names
@@ -55,6 +57,8 @@ TICK_S = 0.5
 ESCALATE_EVERY_S = 2.0
 #: A finished sector is replaced once the results at hand are applied, or after this long.
 REFILL_S = 0.05
+#: How often the offset of the Redis clock from the monotonic one is read again.
+CLOCK_READ_S = 1.0
 #: Finished sectors forgotten per round of periodic work at most (retention).
 RETAIN_BATCH = 200
 
@@ -85,6 +89,9 @@ class MinerService:
         self.stopping = threading.Event()
         #: When to admit in place of finished sectors (monotonic; inf: nothing finished).
         self._refill_due = float("inf")
+        #: Redis TIME - time.monotonic() as last read, and when (see _clock).
+        self._clock_offset = 0.0
+        self._clock_read = -math.inf
         self.rng = random.Random()
         self.watcher = Watcher(self.store, cfg, lambda env: self.publisher.publish(self.link, env),
                                lambda rec, t, now, history: self._commit(rec, t, now,
@@ -201,7 +208,10 @@ class MinerService:
                           result.job_id, result.attempt)
             self._park(delivery, body, Reason.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
             return
-        settle(self.link.ack(delivery), f"result {result.job_id}")
+        # Not waited for: the next result is applied meanwhile (a lost ack is a redelivery,
+        # which finds the sector moved on).
+        self.link.ack(delivery).add_done_callback(
+            functools.partial(_settled, what=f"result {result.job_id}"))
 
     def _park(self, delivery: Delivery, body: bytes, reason: str, detail: str) -> None:
         source = self.names.results_queue(self.miner)
@@ -266,7 +276,7 @@ class MinerService:
             if rec is None or not is_current(rec.sector, result) or result.epoch < 1:
                 return self._stale(result, "not the attempt the sector waits for"
                                    if result.epoch >= 1 else "no lease epoch")
-            now = self.store.redis_now()
+            now = self._clock()
             home = (self._home(rec, now) if result.error_class is ErrorClass.NEEDS_DATA
                     else None)
             t = on_result(rec.sector, result, self.cfg, now, self.rng, home)
@@ -286,7 +296,7 @@ class MinerService:
                 log.info("%s attempt %d: %s -> %s %s", result.job_id, result.attempt,
                          result.outcome, t.sector.state, t.sector.phase)
                 if result.outcome is Outcome.OK:
-                    self._observe(rec, result)
+                    self._observe(rec, result, now)
                 if t.sector.state in (State.DONE, State.FAILED):  # refill the pool soon
                     self._refill_due = min(self._refill_due, time.monotonic() + REFILL_S)
                 return True
@@ -308,13 +318,21 @@ class MinerService:
                  result.job_id, result.attempt, result.epoch, result.worker, why)
         return False
 
-    def _observe(self, rec: Record, result: Result) -> None:
+    def _clock(self) -> float:
+        """The Redis clock (seconds), read at most once a second and carried on by this
+        host's monotonic clock in between: one Redis round trip less per result."""
+        mono = time.monotonic()
+        if mono - self._clock_read >= CLOCK_READ_S:
+            self._clock_offset = self.store.redis_now() - time.monotonic()
+            self._clock_read = mono
+        return mono + self._clock_offset
+
+    def _observe(self, rec: Record, result: Result, now: float) -> None:
         """Feed the shared durations table from miner-side times: the worker's span, but
-        never more than the time since we handed the attempt out."""
-        if rec.dispatched_at is not None:
-            window = self.store.redis_now() - rec.dispatched_at
-        else:  # a record from before dispatch times were kept
-            window = self.store.redis_now() - rec.updated_at
+        never more than the time since we handed the attempt out (`now`: Redis clock)."""
+        # (updated_at: a record from before dispatch times were kept)
+        since = rec.dispatched_at if rec.dispatched_at is not None else rec.updated_at
+        window = now - since
         seconds = clamp_duration(result.started_at, result.finished_at, window)
         if seconds is not None:
             self.durations.observe(result.phase, rec.size, seconds)
@@ -358,5 +376,15 @@ class MinerService:
         done = self.store.cas(rec, t.sector, now, history=history, envelope=env,
                               params=params, epoch=epoch)
         if done is Cas.APPLIED and env is not None and not env.held:
-            self.publisher.publish(self.link, env)
+            self.publisher.publish(self.link, env, fresh=True)
         return done
+
+
+def _settled(fut: Future[None], what: str) -> None:
+    """Done-callback of an ack not waited for: what settle() would have logged."""
+    try:
+        fut.result()
+    except DeliveryLost:
+        log.info("%s: delivery gone before its ack; the broker redelivers it", what)
+    except Exception as exc:
+        log.warning("%s: ack failed (%s); the broker redelivers it", what, exc)

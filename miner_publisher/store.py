@@ -391,13 +391,14 @@ class SectorStore:
             args=[current.key, current.encode(), self.instance, self.claim_ms,
                   envelope.encode() if replaces else "", "1" if sweeping else "0"]))
 
-    def outbox_done(self, envelope: Envelope) -> None:
+    def outbox_done(self, envelope: Envelope, count: str = "") -> None:
+        """The broker confirmed the entry: clear it (and add one to the stat `count`)."""
         job = envelope.job
         self._published(keys=[self._k(MinerKey.OUTBOX), self._k(MinerKey.PUBLISHED),
                               self._k(MinerKey.SECTOR, job.sector),
-                              self._k(MinerKey.OUTBOX_CLAIMS)],
+                              self._k(MinerKey.OUTBOX_CLAIMS), self._k(MinerKey.STATS)],
                         args=[envelope.key, envelope.encode(), str(job.sector),
-                              job.phase.value, str(job.attempt)])
+                              job.phase.value, str(job.attempt), count])
 
     def published_count(self) -> int:
         """Sectors of this miner with a job out in the pool (waiting or running)."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker_topology.blobs import Blobs
-from broker_topology.errors import JobError, PermanentError, Unroutable
+from broker_topology.errors import DeliveryLost, JobError, PermanentError, Unroutable
 from broker_topology.handback import hand_back
 from broker_topology.link import settle
 from broker_topology.messages import MAX_BODY_BYTES, Job, Outcome, Result
@@ -34,7 +34,7 @@ from .slots import Slot, SlotState
 
 if TYPE_CHECKING:
     from broker_topology.settings import PoolSettings
-    from broker_topology.transport import Delivery, Transport
+    from broker_topology.transport import Delivery, Session, Transport
 
     from .config import WorkerSettings
     from .executors.base import Executor
@@ -191,15 +191,25 @@ class Runner:
 
     # -- talking back ------------------------------------------------------------------------
     def _report(self, delivery: Delivery, job: Job, result: bytes) -> None:
-        """Publish the result (confirmed; waits out a reconnect), then ack the job."""
+        """Publish the result (confirmed; waits out a reconnect), then ack the job: one
+        call on the I/O thread, the ack only once the broker confirmed the result."""
+        published = threading.Event()
+
+        def publish_then_ack(session: Session) -> None:
+            if not published.is_set():  # a retry after a reconnect publishes again
+                session.publish(self.names.results, job.miner, result)
+                published.set()
+            session.ack(delivery)
+
         try:
-            self.transport.publish(self.names.results, job.miner, result).result()
+            self.transport.call(publish_then_ack, durable=True).result()
         except Unroutable:
             log.error("no results queue for miner %s; parking %s", job.miner, job.job_id)
             self._park(delivery, job, Reason.NO_RESULTS_QUEUE,
                        f"results queue of {job.miner} missing")
-            return
-        settle(self.transport.ack(delivery), job.job_id)
+        except DeliveryLost:
+            log.info("%s: delivery gone before its ack/reject; the broker redelivers it",
+                     job.job_id)
 
     def _defer(self, delivery: Delivery, job: Job) -> None:
         """Send the job round again through the shortest delay queue, then ack this copy:

@@ -278,13 +278,15 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 # -- profile -----------------------------------------------------------------------------------
-def profile_round(pool: Sealpool, sectors: int, out: Path, rate: int = 250) -> None:
-    """One more sealpool round with py-spy sampling the miner and one worker (threads that
-    are not idle): ms per job, by thread and by function (inclusive)."""
+def profile_round(pool: Sealpool, sectors: int, out: Path, gil: bool, rate: int = 250) -> None:
+    """One more sealpool round with py-spy sampling the miner and one worker: ms per job, by
+    thread and by function (inclusive). Samples are of threads that are not idle (py-spy
+    counts some waits as busy), or with `gil` of the thread holding the GIL (Python CPU)."""
     py_spy = shutil.which("py-spy") or str(BIN / "py-spy")
     targets = {"miner": "miner", pool.workers[0]: "worker"}
     spies = {key: (out / f"{key}.pyspy.txt", subprocess.Popen(
         [py_spy, "record", "-p", str(pool.procs.procs[key].pid), "-r", str(rate), "--threads",
+         *(["--gil"] if gil else []),
          "-f", "raw", "-o", str(out / f"{key}.pyspy.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for key in targets}
     time.sleep(1.0)  # attached
@@ -308,7 +310,8 @@ def profile_round(pool: Sealpool, sectors: int, out: Path, rate: int = 250) -> N
             threads[_thread_name(thread, names)] += n
             for f in set(names):
                 inclusive[f] += n
-        print(f"\n{targets[key]} {key} under py-spy ({rate} Hz, not idle), ms per job:")
+        print(f"\n{targets[key]} {key} under py-spy ({rate} Hz, "
+              f"{'holding the GIL' if gil else 'not idle'}), ms per job:")
         print("  by thread: " + ", ".join(f"{t} {n * per:.2f}" for t, n in
                                           threads.most_common(8)))
         for f, n in inclusive.most_common(30):
@@ -379,6 +382,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=2, help="Celery prefork processes")
     ap.add_argument("--profile", action="store_true", help="py-spy the miner (extra round)")
+    ap.add_argument("--gil", action="store_true", help="--profile: only GIL holders (CPU)")
     ap.add_argument("--no-celery", action="store_true")
     ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
@@ -424,7 +428,7 @@ def main() -> None:
                     print(f"ratio sealpool/celery: {ours_med / theirs_med:.2f} of the medians "
                           f"(per round {', '.join(f'{x:.2f}' for x in ratios)}); target >= 1")
                 if args.profile:
-                    profile_round(sp, args.sectors, tmp)
+                    profile_round(sp, args.sectors, tmp, args.gil)
                 ok = True
             finally:
                 procs.stop_all()
