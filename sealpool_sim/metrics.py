@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from broker_topology.messages import LOCAL_PHASES, PIPELINE, Phase
+from miner_publisher.ratio import kind_name
 
 from .trace import Run, SlotKind, Trace
-
-
-def kind_name(kind: Iterable[Phase]) -> str:
-    members = set(kind)
-    return "+".join(p.value for p in PIPELINE if p in members)
 
 
 @dataclass(frozen=True)

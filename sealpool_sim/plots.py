@@ -11,8 +11,9 @@ matplotlib.use("Agg")  # files only: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 
 from broker_topology.messages import Phase
+from miner_publisher.ratio import kind_name
 
-from .metrics import kind_name, sweep
+from .metrics import sweep
 from .trace import Trace
 
 HOUR = 3600.0

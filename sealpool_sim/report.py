@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from rich.table import Table
 
 from broker_topology.units import format_duration
-from miner_publisher.ratio import Advice
-from miner_publisher.ratio import kind_name as ratio_kind
+from miner_publisher.ratio import Advice, kind_name
 
-from .metrics import Metrics, kind_name
+from .metrics import Metrics
 
 
 def _pct(x: float | None) -> str:
@@ -58,10 +57,10 @@ def table(runs: Sequence[tuple[str, Metrics]], title: str) -> Table:
 
 
 def advice_lines(advice: Advice) -> list[str]:
-    out = [f"ratio advisor: bottleneck {ratio_kind(advice.bottleneck)} "
+    out = [f"ratio advisor: bottleneck {kind_name(advice.bottleneck)} "
            f"(capacity {advice.capacity_h:.1f} sectors/h)"]
     for g in advice.groups:
-        out.append(f"  {ratio_kind(g.phases)}: {g.demanded:.1f} slots demanded at "
+        out.append(f"  {kind_name(g.phases)}: {g.demanded:.1f} slots demanded at "
                    f"{advice.rate_h:.1f}/h, {g.provided} provided")
     if advice.suggested_machines:
         out.append("  machines for that rate: " + ", ".join(
