@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -152,6 +153,8 @@ class Sealpool:
         self.slots = slots
         self.r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
         self.store = SectorStore(self.r, self.names, MINER)
+        #: Per round: median ms running, median and p90 ms between phases.
+        self.gaps: list[tuple[float, float, float]] = []
         self.env = {**os.environ, "SEALPOOL_AMQP_URL": AMQP_URL, "SEALPOOL_REDIS_URL": REDIS_URL,
                     "SEALPOOL_NAMESPACE": self.namespace,
                     # This Redis persists nothing: a throwaway pool, host state kept here.
@@ -193,7 +196,20 @@ class Sealpool:
         failed = [r.sector.number for r in done if r.sector.state.value != "done"]
         if failed or len(done) != len(numbers):
             raise RuntimeError(f"sealpool sectors not done: {failed[:10]}")
+        self.timeline(sorted(numbers))
         return max(r.updated_at for r in done) - min(r.created_at for r in done)
+
+    def timeline(self, numbers: list[int]) -> None:
+        """Where a sector's time goes: running (worker start to finish) and between phases
+        (a result's finish to the next phase's start: result to miner, next job out,
+        claimed), medians over the round, kept for the report."""
+        run, between = [], []
+        for history in self.store.histories(numbers).values():
+            ok = [h for h in history if h["outcome"] == "ok"]
+            run += [h["finished_at"] - h["started_at"] for h in ok]
+            between += [b["started_at"] - a["finished_at"] for a, b in itertools.pairwise(ok)]
+        self.gaps.append((statistics.median(run) * 1000, statistics.median(between) * 1000,
+                          statistics.quantiles(between, n=10)[-1] * 1000))
 
     def cleanup(self) -> None:
         topo = pool_topology(self.settings) + miner_topology(self.settings, MINER)
@@ -422,6 +438,10 @@ def main() -> None:
                       f"celery: prefork c={args.concurrency}, acks_late, confirm_publish, "
                       "quorum queue")
                 ours_med = report("sealpool", ours)
+                gaps = sp.gaps[1:]  # not the warm-up round
+                run_ms, gap_ms, p90_ms = (statistics.median(g[i] for g in gaps) for i in range(3))
+                print(f"          per phase job: running {run_ms:.1f} ms, from a result to the "
+                      f"next phase's start {gap_ms:.1f} ms (p90 {p90_ms:.1f})")
                 if theirs:
                     theirs_med = report("celery", theirs)
                     ratios = [a.rate / b.rate for a, b in zip(ours, theirs, strict=True)]
