@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'      # Celery, and py-spy for --profile
     .venv/bin/python tests/bench/bench_throughput.py [--sectors 200] [--rounds 3]
-                                                     [--profile] [--no-celery]
+                                                     [--profile [--gil]] [--no-celery]
 
 sealpool: one `miner-publisher run` and 2 `pool-worker run` × 4 slots with 0-s simulated
 phases (`--simulate 0 --simulate-builtin`), chain waits 0, in a fresh namespace on the real
@@ -17,8 +17,15 @@ tasks; the time runs from the first publish to the last chain's end.
 
 Both run warm (processes up, one small untimed round first), rounds alternate, and medians
 are printed with the ratio. CPU per job comes from each process's CPU time over the round
-(the broker's and Redis's too). With --profile, one more sealpool round runs under py-spy on
-the miner, and its CPU time per result is split by function."""
+(the broker's and Redis's too); each sealpool round also gives the median time a phase job
+runs and the time from a result to the next phase's start. With --profile, one more
+sealpool round runs under py-spy on the miner and one worker: ms per job by thread and by
+function (--gil: only the thread holding the GIL, i.e. Python CPU).
+
+Measured on the 2-core development box (shared, noisy), 200 sectors, 3 rounds: at first
+sealpool 74.7 jobs/s against Celery's 553 (0.14); after the round-trip and claim-pass work,
+208.5 against 707.2 (0.29; per round 0.29-0.32). CPU per job then: miner 1.8 ms, workers
+3.4, broker 1.9, Redis 0.5, against Celery's worker 1.0 and broker 0.7."""
 
 from __future__ import annotations
 
