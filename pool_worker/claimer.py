@@ -38,6 +38,13 @@ def candidate_queues(names: Names, locality: str, phases: Iterable[Phase],
     return out
 
 
+def is_miner_lane(names: Names, queue: str) -> bool:
+    """A miner's own deal or cc lane (`<ns>.q.<phase>.<lane>.<miner>`): a claim from it was
+    a choice between miners."""
+    parts = queue.removeprefix(names.namespace + ".").split(".")
+    return len(parts) == 4 and parts[0] == "q"
+
+
 def phase_of_queue(names: Names, queue: str) -> Phase:
     """The phase a queue holds (`<ns>.q.<phase>.<lane>[.<miner>]` or
     `<ns>.w.<worker>.<phase>`)."""

@@ -24,7 +24,7 @@ from broker_topology.poison import Reason, park
 from broker_topology.topology import pool_topology, worker_topology
 from broker_topology.units import sector_size_name
 
-from .claimer import candidate_queues, phase_of_queue, slot_lanes
+from .claimer import candidate_queues, is_miner_lane, phase_of_queue, slot_lanes
 from .control import Controller, consume_control
 from .policy import slot_order
 from .shares import Shares
@@ -160,15 +160,16 @@ class Consumer:
             queue = order[0]
             if self.claim_into(session, slot, queue):
                 counts[queue] = max(0, counts.get(queue, 0) - 1)
-                self._charge(slot)
+                self._charge(slot, queue)
                 self._claim_now = True  # there may be more for other slots
                 return
             allowed[queue] = counts[queue] = 0
 
-    def _charge(self, slot: Slot) -> None:
+    def _charge(self, slot: Slot, queue: str) -> None:
         """Charge the claimed job's miner its expected slot time (fair queuing)."""
         if slot.job is not None:
-            slot.charge = self.shares.charge(slot.job)
+            slot.charge = self.shares.charge(
+                slot.job, chosen=is_miner_lane(self.names, queue))
 
     def _claim_rung(self, session: Session, idle: list[Slot], rung: set[str]) -> None:
         for queue in rung:
@@ -178,7 +179,7 @@ class Consumer:
             if slot is None or session.ready_count(queue) == 0:
                 continue
             if self.claim_into(session, slot, queue):
-                self._charge(slot)
+                self._charge(slot, queue)
                 idle.remove(slot)
                 self._all_empty = False
                 self._counts[queue] = 1  # there may be more: the next pass reads it again

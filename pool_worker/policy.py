@@ -11,8 +11,9 @@ starts), the order is:
    the pool-wide `deals_first`, every miner's deal lane before any CC lane).
 
 Each miner has a finish tag (one over every phase: a miner's share of the machines is slot
-time, whatever it runs; in Redis) that grows by slot seconds / weight: charged with the
-expected duration when a job is claimed, corrected by the actual one when it ends. The
+time, whatever it runs; in Redis) that grows by slot seconds / weight: a sector's whole
+expected pipeline is charged when it starts (`claim_cost`), and each phase's actual time
+corrects it as the phase ends. The
 pool's virtual clock is the start tag of the latest claim, and a miner's next job starts
 at max(its finish tag, clock): slots go to the lowest start tag, so under contention busy
 slot time is shared by weight, a miner back from idle starts at the clock (it cannot bank
@@ -23,10 +24,10 @@ The simulation (sealpool-sim) runs this same module."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from broker_topology.messages import CLAIM_ORDER, LOCAL_PHASES, Lane, Phase
+from broker_topology.messages import CLAIM_ORDER, LOCAL_PHASES, PIPELINE, Lane, Phase
 from broker_topology.naming import Names
 
 #: Virtual time charged for a job whose phase duration nobody has measured yet.
@@ -101,11 +102,27 @@ def slot_order(per_phase: Sequence[Lanes], vtimes: Mapping[str, float],
     return out
 
 
-def charged(vtimes: dict[str, float], miner: str, seconds: float, weight: float) -> float:
-    """Charge `miner` for a claim of `seconds` slot time: its job starts at its start tag,
-    which becomes the pool's clock, and its finish tag moves on by seconds / weight.
-    Returns the new finish tag. The Redis script charge.lua computes exactly this."""
-    start = start_tag(vtimes, miner)
+def claim_cost(phase: Phase, size: int, expected: Callable[[Phase, int], float]) -> float:
+    """The slot time a claim charges its miner: when a sector starts (ap), the expected
+    time of its whole pipeline; nothing for its later phases, which were charged then and
+    are corrected by their actual times as they end. Charging a sector's work when it is
+    chosen, not phase by phase as its follow-ups run from the home queue (FIFO, whoever's
+    they are), keeps the choice from working on stale tags: measured in sealpool-sim,
+    weights 5:3:2 give 50/30/20 at pool_depth 2 this way, 47/28/25 phase by phase."""
+    return sum(expected(p, size) for p in PIPELINE) if phase is Phase.AP else 0.0
+
+
+def charged(vtimes: dict[str, float], miner: str, seconds: float, weight: float, *,
+            chosen: bool = True) -> float:
+    """Charge `miner` for a claim of `seconds` slot time; its finish tag moves on by
+    seconds / weight. A claim the policy `chosen` between miners (a miner's own lane)
+    starts at the miner's start tag, which becomes the pool's clock. Any other claim (the
+    home queue, FIFO; the urgent lane) is charged from the miner's finish tag and leaves
+    the clock alone: moving the clock there would lift every miner behind it and erase
+    the deficits fair queuing is made of. Returns the new finish tag. The Redis script
+    charge.lua computes exactly this."""
+    start = start_tag(vtimes, miner) if chosen else vtimes.get(miner, 0.0)
     vtimes[miner] = start + seconds / max(weight, 1e-9)
-    vtimes[CLOCK] = start
+    if chosen:
+        vtimes[CLOCK] = start
     return vtimes[miner]

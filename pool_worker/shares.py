@@ -18,7 +18,7 @@ from broker_topology.durations import decode_mean, duration_field
 from broker_topology.messages import Job, Phase
 from broker_topology.units import GiB
 
-from .policy import CLOCK, DEFAULT_EXPECTED_S
+from .policy import CLOCK, DEFAULT_EXPECTED_S, claim_cost
 
 if TYPE_CHECKING:
     from broker_topology.naming import Names
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Charge:
-    """What a claim charged a miner: corrected by the actual duration when the job ends."""
+    """A claimed job's miner and the phase's expected seconds, which its actual duration
+    corrects when it ends."""
 
     miner: str
     weight: float
@@ -86,20 +87,22 @@ class Shares:
             return known
         return DEFAULT_EXPECTED_S * min(1.0, size / (32 * GiB)) + 1.0
 
-    def charge(self, job: Job) -> Charge | None:
-        """Charge the job's miner its expected slot time now (the next claim already sees
-        it); None when Redis is away."""
+    def charge(self, job: Job, *, chosen: bool = True) -> Charge:
+        """Charge the job's miner now (the next claim already sees it): `claim_cost` of
+        the job, `chosen` as in policy.charged. Returns what to correct when it ends; when
+        Redis is away the charge is skipped (shares are a little off, nothing else)."""
         weight = self.weights.get(job.miner, 1.0)
-        seconds = self.expected(job.phase, job.size)
-        try:
-            after, clock = self._charge(keys=[self.names.vtime_key],
-                                        args=[job.miner, repr(seconds), repr(weight), CLOCK])
-        except redis.RedisError as exc:
-            log.debug("claim of %s not charged: %s", job.job_id, exc)
-            return None
-        self.vtimes[job.miner] = _float(after, self.vtimes.get(job.miner, 0.0))
-        self.vtimes[CLOCK] = _float(clock, self.vtimes.get(CLOCK, 0.0))
-        return Charge(job.miner, weight, seconds)
+        cost = claim_cost(job.phase, job.size, self.expected)
+        if cost > 0:
+            try:
+                after, clock = self._charge(keys=[self.names.vtime_key],
+                                            args=[job.miner, repr(cost), repr(weight), CLOCK,
+                                                  "1" if chosen else "0"])
+                self.vtimes[job.miner] = _float(after, self.vtimes.get(job.miner, 0.0))
+                self.vtimes[CLOCK] = _float(clock, self.vtimes.get(CLOCK, 0.0))
+            except redis.RedisError as exc:
+                log.debug("claim of %s not charged: %s", job.job_id, exc)
+        return Charge(job.miner, weight, self.expected(job.phase, job.size))
 
     def correct(self, charge: Charge, actual_s: float) -> None:
         """Replace the expected slot time by the actual one (slot thread, any client)."""

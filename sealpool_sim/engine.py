@@ -45,8 +45,8 @@ from miner_publisher.deadlines import _ALPHA, slack
 from miner_publisher.fairness import Share, targets
 from miner_publisher.pipeline import Sector, State, enter, is_current, on_chain_due, on_result
 from miner_publisher.store import pending_score
-from pool_worker.claimer import slot_lanes
-from pool_worker.policy import Lanes, charged, slot_order
+from pool_worker.claimer import is_miner_lane, slot_lanes
+from pool_worker.policy import Lanes, charged, claim_cost, slot_order
 from pool_worker.shares import Shares
 
 from .scenario import Machines, Miner, Scenario
@@ -419,13 +419,16 @@ class Simulation:
             job.queue = ""
             if job.ref in self.running or job.ref in self.done:
                 continue  # the other copy of an escalated attempt: dropped on its marker
-            self._start(slot, job, vtimes, t)
+            self._start(slot, job, vtimes, t, chosen=is_miner_lane(slot.names, order[0]))
             return
 
-    def _start(self, slot: Slot, job: Job, vtimes: dict[str, float], t: float) -> None:
+    def _start(self, slot: Slot, job: Job, vtimes: dict[str, float], t: float, *,
+               chosen: bool) -> None:
         slot.job = job
         slot.expected = self.shares.expected(job.phase, self.size)
-        charged(vtimes, job.miner, slot.expected, self.weights[job.miner])
+        cost = claim_cost(job.phase, self.size, self.shares.expected)
+        if cost > 0:
+            charged(vtimes, job.miner, cost, self.weights[job.miner], chosen=chosen)
         self.running.add(job.ref)
         if job.phase in LOCAL_PHASES and job.home != slot.info.locality:
             outcome, seconds = ErrorClass.NEEDS_DATA.value, 0.0  # no files here

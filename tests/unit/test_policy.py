@@ -106,3 +106,11 @@ def test_phase_of_queue() -> None:
     assert phase_of_queue(N, q("ap", "deal", A)) is Phase.AP
     assert phase_of_queue(N, "ns.w.host-1.fin") is Phase.FIN
     assert N.miner_queue(Phase.AP, Lane.CC, A) == q("ap", "cc", A)
+
+
+def test_a_sector_is_charged_its_whole_pipeline_when_it_starts() -> None:
+    from pool_worker.policy import claim_cost
+
+    durations = {p: float(i + 1) for i, p in enumerate(Phase)}
+    assert claim_cost(Phase.AP, 2048, lambda p, _s: durations[p]) == 21.0
+    assert claim_cost(Phase.PC1, 2048, lambda p, _s: durations[p]) == 0.0

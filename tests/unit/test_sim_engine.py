@@ -117,10 +117,6 @@ def test_shares_follow_weights_under_contention_when_in_flight_equals_slots() ->
         assert abs(share - weight) <= 0.05, (share, weight)
 
 
-@pytest.mark.xfail(strict=True, reason="measured 47/28/25% against weights 50/30/20 at the "
-                   "default pool_depth 2: follow-ups run FIFO from the home queue, so slot "
-                   "time follows sectors in flight, and admission's targets do not hold "
-                   "them to the weights (issue 11: within ±5 points)")
 def test_shares_follow_weights_under_contention_at_the_default_depth() -> None:
     for share, weight in contended(depth=2):
         assert abs(share - weight) <= 0.05, (share, weight)
